@@ -1,0 +1,179 @@
+"""Per-token log-probabilities (and entropy) of completions under a causal LM, micro-batched.
+
+Tensor layout (see ``docs/architecture.md``): each of the N rows is a left-padded prompt followed by a
+right-padded completion that starts at column ``P`` for every row. The log-prob of completion token ``t``
+(input column ``P+t``) comes from the logits at input column ``P+t-1``.
+
+Memory: the full-vocabulary tensors are only ever built for one micro-batch and only for the completion
+columns (``(mb, T, V)``), never ``(N, P+T, V)``; on Hugging Face models ``logits_to_keep`` additionally
+skips the LM head on prompt columns.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["completion_logprobs", "entropy_from_logits", "position_ids_from_mask", "selective_log_softmax"]
+
+
+def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
+    """``log_softmax(logits, -1)`` gathered at ``index``, without building the full log-softmax tensor.
+
+    Computes ``logits[..., index] - logsumexp(logits, -1)`` in float32, one leading-dim slice at a time so
+    the float32 temporaries of ``logsumexp`` stay at one slice's size.
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores (any float dtype).
+        index: ``(...)`` integer token ids in ``[0, V)``; same leading shape as ``logits``.
+
+    Returns:
+        ``(...)`` float32 log-probabilities of the indexed tokens (differentiable w.r.t. ``logits``).
+    """
+    if logits.shape[:-1] != index.shape:
+        raise ValueError(f"selective_log_softmax: logits {tuple(logits.shape)} vs index {tuple(index.shape)}")
+    picked = torch.gather(logits, -1, index.long().unsqueeze(-1)).squeeze(-1).float()
+    if logits.dim() == 1:
+        return picked - torch.logsumexp(logits.float(), dim=-1)
+    lse = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in logits])
+    return picked - lse
+
+
+@torch.no_grad()
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy ``H = logsumexp(z) - sum_v softmax(z)_v z_v`` of the categorical given by ``logits``.
+
+    Computed without gradient (it is a logged metric), in float32, one leading-dim slice at a time.
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores.
+
+    Returns:
+        ``(...)`` float32 entropy in nats.
+    """
+
+    def _one(z: Tensor) -> Tensor:
+        z = z.float()
+        p = torch.softmax(z, dim=-1)
+        return torch.logsumexp(z, dim=-1) - (p * z).sum(-1)
+
+    if logits.dim() == 1:
+        return _one(logits)
+    return torch.stack([_one(row) for row in logits])
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids that ignore left padding: ``cumsum(mask) - 1`` clamped at 0.
+
+    The first real token of every row gets position 0, so a left-padded row sees the same rotary /
+    absolute positions as the same row without padding.
+
+    Args:
+        attention_mask: ``(N, L)`` 1/True on real tokens.
+
+    Returns:
+        ``(N, L)`` int64 position ids.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _accepts_kwarg(model: nn.Module, name: str) -> bool:
+    """Whether ``model``'s forward (seen through a peft wrapper) takes the keyword ``name``."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def completion_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_length: int,
+    micro_batch_size: int | None = None,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs of the completion tokens ``input_ids[:, P:]`` under ``model``, micro-batch by micro-batch.
+
+    Gradient flows to ``model`` unless the caller wraps the call in ``torch.no_grad()`` (old / reference
+    log-probs). Values at completion padding positions are computed but meaningless: mask them.
+
+    Args:
+        model: causal LM; called as ``model(input_ids=, attention_mask=, position_ids=, ...)`` and must
+            return logits ``(n, L', V)`` for the last ``L'`` input columns, either as a tensor or as an
+            object with ``.logits`` (Hugging Face / peft models). ``logits_to_keep`` and ``use_cache`` are
+            passed when its forward accepts them.
+        input_ids: ``(N, P+T)`` token ids, left-padded prompt then right-padded completion.
+        attention_mask: ``(N, P+T)`` 1/True on real tokens; position ids are derived from it so left
+            padding does not shift positions.
+        prompt_length: ``P``, the column where every completion starts (``1 <= P <= P+T``).
+        micro_batch_size: rows per forward pass; ``None`` means all ``N`` rows at once.
+        temperature: the sampling temperature; logits are divided by it before the softmax so the
+            log-probs are those of the distribution the completions were sampled from.
+        with_entropy: also return the per-token entropy of the (temperature-scaled) distribution.
+
+    Returns:
+        ``(logps, entropy)``: ``(N, T)`` float32 log-probs and ``(N, T)`` float32 entropy without gradient
+        (``None`` unless ``with_entropy``).
+    """
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"completion_logprobs: input_ids {tuple(input_ids.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} must be the same (N, P+T) shape"
+        )
+    n_rows, length = input_ids.shape
+    if not 1 <= prompt_length <= length:
+        raise ValueError(f"completion_logprobs: prompt_length={prompt_length} outside [1, {length}]")
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise ValueError(f"completion_logprobs: micro_batch_size={micro_batch_size} must be >= 1 or None")
+    if not temperature > 0:
+        raise ValueError(f"completion_logprobs: temperature={temperature} must be > 0")
+
+    n_completion = length - prompt_length
+    if n_completion == 0 or n_rows == 0:
+        empty = input_ids.new_zeros((n_rows, n_completion), dtype=torch.float32)
+        return empty, (empty.clone() if with_entropy else None)
+
+    position_ids = position_ids_from_mask(attention_mask)
+    labels = input_ids[:, prompt_length:]
+    extra: dict[str, Any] = {}
+    # Only the logits at columns P-1 .. P+T-2 are needed: the last T+1 columns minus the final one.
+    if _accepts_kwarg(model, "logits_to_keep"):
+        extra["logits_to_keep"] = n_completion + 1
+    if _accepts_kwarg(model, "use_cache"):
+        extra["use_cache"] = False
+
+    step = micro_batch_size or n_rows
+    logps_parts: list[Tensor] = []
+    entropy_parts: list[Tensor] = []
+    for start in range(0, n_rows, step):
+        rows = slice(start, start + step)
+        out = model(
+            input_ids=input_ids[rows],
+            attention_mask=attention_mask[rows],
+            position_ids=position_ids[rows],
+            **extra,
+        )
+        logits = out if isinstance(out, Tensor) else out.logits
+        if logits.shape[1] < n_completion + 1:
+            raise ValueError(
+                f"completion_logprobs: model returned logits for {logits.shape[1]} columns, "
+                f"need at least {n_completion + 1}"
+            )
+        # Works whether or not the model honoured logits_to_keep: count from the right end.
+        logits = logits[:, -(n_completion + 1) : -1, :]
+        if temperature != 1.0:
+            logits = logits.float() / temperature
+        logps_parts.append(selective_log_softmax(logits, labels[rows]))
+        if with_entropy:
+            entropy_parts.append(entropy_from_logits(logits.detach()))
+        del out, logits
+    logps = torch.cat(logps_parts, dim=0)
+    entropy = torch.cat(entropy_parts, dim=0) if with_entropy else None
+    return logps, entropy

@@ -1,0 +1,258 @@
+"""Clipped policy-gradient loss with a KL penalty to the reference policy, and its aggregation.
+
+Per valid completion token ``t`` of row ``i`` (``ratio = exp(logp - old_logp)``, advantage ``A``)::
+
+    surrogate = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
+    loss_t    = surrogate + beta * KL_t          (KL_t from ``kl_estimator``, 0 when beta == 0)
+
+then aggregated over the (mini-)batch by ``loss_type``. Names follow TRL's GRPO where a concept matches.
+Every masked reduction uses ``torch.where`` before any ``exp`` so padding positions can never put
+``inf``/``NaN`` into the loss or its gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["PolicyLossConfig", "PolicyLossOutput", "kl_estimate", "kl_k3", "masked_mean", "policy_loss"]
+
+KLEstimator = Literal["k3", "low_var_kl", "k1"]
+LossType = Literal["token_mean", "seq_mean", "dr_grpo"]
+
+# Bound on log(ref/pi) before exp in low_var_kl: leaves every value of the [-10, 10]-clamped k3 unchanged
+# (|log-ratio| > 20 gives k3 > 10 either way) but keeps exp finite, so the clamp's zero gradient never
+# meets an inf (0 * inf = NaN).
+_LOG_RATIO_BOUND = 20.0
+_LOW_VAR_KL_BOUND = 10.0
+
+
+@dataclass
+class PolicyLossConfig:
+    """Clipped surrogate, KL penalty and loss aggregation of the policy update.
+
+    Args:
+        epsilon: lower clip range: the ratio is clipped below at ``1 - epsilon``.
+        epsilon_high: upper clip range (``1 + epsilon_high``); ``None`` uses ``epsilon`` (symmetric PPO
+            clip). A larger value is DAPO's "clip-higher" (e.g. 0.28).
+        beta: coefficient of the per-token KL penalty to the reference policy. ``0`` disables it (the
+            reference forward pass can then be skipped).
+        kl_estimator: per-token KL estimator, with ``d = ref_logp - logp``: ``"k3"`` = ``exp(d) - d - 1``
+            (unbiased, always >= 0); ``"low_var_kl"`` = k3 clamped to ``[-10, 10]`` (the log-ratio is
+            bounded at ±20 first, which changes no value but keeps gradients finite); ``"k1"`` = ``-d``.
+        loss_type: aggregation of per-token losses over the batch. ``"token_mean"``: sum over all valid
+            tokens / number of valid tokens. ``"seq_mean"``: mean over sequences (with at least one valid
+            token) of each sequence's token mean. ``"dr_grpo"``: sum over valid tokens /
+            (N * max_completion_length), a constant normaliser (Dr. GRPO).
+        max_completion_length: the constant normaliser of ``"dr_grpo"`` (the generation length limit);
+            required for that loss type, ignored otherwise.
+    """
+
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.01
+    kl_estimator: KLEstimator = "low_var_kl"
+    loss_type: LossType = "token_mean"
+    max_completion_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon < 1.0:
+            raise ValueError(f"PolicyLossConfig.epsilon={self.epsilon} must be in [0, 1)")
+        if self.epsilon_high is not None and self.epsilon_high < 0.0:
+            raise ValueError(f"PolicyLossConfig.epsilon_high={self.epsilon_high} must be >= 0")
+        if self.beta < 0.0:
+            raise ValueError(f"PolicyLossConfig.beta={self.beta} must be >= 0")
+        if self.kl_estimator not in ("k3", "low_var_kl", "k1"):
+            raise ValueError(f"PolicyLossConfig.kl_estimator={self.kl_estimator!r}: use k3, low_var_kl or k1")
+        if self.loss_type not in ("token_mean", "seq_mean", "dr_grpo"):
+            raise ValueError(f"PolicyLossConfig.loss_type={self.loss_type!r}: use token_mean, seq_mean or dr_grpo")
+        if self.loss_type == "dr_grpo" and (self.max_completion_length is None or self.max_completion_length < 1):
+            raise ValueError(
+                "PolicyLossConfig.max_completion_length must be a positive int when loss_type='dr_grpo' "
+                f"(got {self.max_completion_length})"
+            )
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clip range actually used (``epsilon_high`` or, when ``None``, ``epsilon``)."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+@dataclass
+class PolicyLossOutput:
+    """Result of :func:`policy_loss`.
+
+    Args:
+        loss: scalar, differentiable w.r.t. ``logps``: aggregated surrogate + ``beta`` * aggregated KL.
+        metrics: floats for logging: ``loss``, ``policy_loss`` (aggregated surrogate alone), ``kl``
+            (token mean of the KL estimate over valid tokens; 0 without reference), ``clip_ratio/low_mean``,
+            ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (share of valid tokens where that clip is
+            active), ``ratio/mean``, ``ratio/min``, ``ratio/max`` (over valid tokens; 1 when there are none).
+        per_token_loss: ``(N, T)`` per-token loss without gradient, 0 on padding.
+    """
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_token_loss: Tensor | None = None
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is True; 0 where there are none (never NaN).
+
+    Args:
+        x: values; entries outside ``mask`` may be anything, ``inf``/``NaN`` included.
+        mask: bool (or 0/1) tensor broadcastable to ``x``.
+        dim: reduce over this dimension only; ``None`` reduces over everything to a scalar.
+
+    Returns:
+        the masked mean (scalar, or ``x`` reduced over ``dim``).
+    """
+    mask = mask.bool()
+    values = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if dim is None:
+        return values.sum() / mask.sum().clamp(min=1)
+    return values.sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def kl_k3(logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """Schulman's k3 estimator of ``KL(pi || ref)`` per token: ``exp(d) - d - 1`` with ``d = ref - logp``.
+
+    Args:
+        logps: log-probs of the sampled tokens under the current policy.
+        ref_logps: log-probs of the same tokens under the reference policy (no gradient needed).
+
+    Returns:
+        the per-token estimate, ``>= 0``, same shape as ``logps``.
+    """
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1.0
+
+
+def kl_estimate(logps: Tensor, ref_logps: Tensor, estimator: KLEstimator = "low_var_kl") -> Tensor:
+    """Per-token estimate of ``KL(pi || ref)`` from samples of ``pi``.
+
+    Args:
+        logps: log-probs of the sampled tokens under the current policy.
+        ref_logps: log-probs of the same tokens under the reference policy.
+        estimator: ``"k3"``, ``"low_var_kl"`` (k3 clamped to [-10, 10]) or ``"k1"`` (``logp - ref``); see
+            :class:`PolicyLossConfig`.
+
+    Returns:
+        the per-token estimate, same shape as ``logps``.
+    """
+    if estimator == "k3":
+        return kl_k3(logps, ref_logps)
+    if estimator == "low_var_kl":
+        d = (ref_logps - logps).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)
+        return (torch.exp(d) - d - 1.0).clamp(-_LOW_VAR_KL_BOUND, _LOW_VAR_KL_BOUND)
+    if estimator == "k1":
+        return logps - ref_logps
+    raise ValueError(f"kl_estimate: unknown estimator {estimator!r}; use k3, low_var_kl or k1")
+
+
+def _aggregate(per_token: Tensor, mask: Tensor, cfg: PolicyLossConfig) -> Tensor:
+    """Reduce ``(N, T)`` per-token values (already 0 outside ``mask``) to a scalar per ``cfg.loss_type``."""
+    if cfg.loss_type == "token_mean":
+        return per_token.sum() / mask.sum().clamp(min=1)
+    if cfg.loss_type == "seq_mean":
+        counts = mask.sum(-1)
+        row_means = per_token.sum(-1) / counts.clamp(min=1)
+        has_tokens = counts > 0
+        # Rows without a valid token are not sequences to learn from: leave them out of the mean.
+        return (row_means * has_tokens).sum() / has_tokens.sum().clamp(min=1)
+    assert cfg.max_completion_length is not None  # enforced by PolicyLossConfig
+    return per_token.sum() / (per_token.shape[0] * cfg.max_completion_length)
+
+
+def policy_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    ref_logps: Tensor | None = None,
+    cfg: PolicyLossConfig | None = None,
+) -> PolicyLossOutput:
+    """Clipped surrogate + ``beta`` * KL, aggregated over valid completion tokens.
+
+    ``old_logps`` and ``ref_logps`` are treated as constants (detached).
+
+    Args:
+        logps: ``(N, T)`` log-probs of the completion tokens under the policy being trained.
+        old_logps: ``(N, T)`` log-probs under the policy that sampled them (equal to ``logps`` values on
+            the first pass, giving ratio 1).
+        advantages: ``(N, T)`` per-token advantages, or ``(N,)`` / ``(N, 1)`` per-sequence advantages.
+        completion_mask: ``(N, T)`` True on real completion tokens (including EOS).
+        ref_logps: ``(N, T)`` log-probs under the reference policy; required when ``cfg.beta > 0``.
+        cfg: loss settings; ``None`` uses the :class:`PolicyLossConfig` defaults.
+
+    Returns:
+        :class:`PolicyLossOutput` with the scalar loss and float metrics.
+    """
+    cfg = cfg or PolicyLossConfig()
+    if logps.dim() != 2:
+        raise ValueError(f"policy_loss: logps must be (N, T), got {tuple(logps.shape)}")
+    shape = logps.shape
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1)
+    advantages = advantages.expand(shape) if advantages.shape[-1] == 1 else advantages
+    for name, tensor in (("old_logps", old_logps), ("advantages", advantages), ("completion_mask", completion_mask)):
+        if tensor.shape != shape:
+            raise ValueError(f"policy_loss: {name} has shape {tuple(tensor.shape)}, logps has {tuple(shape)}")
+    if ref_logps is not None and ref_logps.shape != shape:
+        raise ValueError(f"policy_loss: ref_logps has shape {tuple(ref_logps.shape)}, logps has {tuple(shape)}")
+    if cfg.beta > 0 and ref_logps is None:
+        raise ValueError(f"policy_loss: beta={cfg.beta} > 0 needs ref_logps (or set beta=0)")
+    if cfg.loss_type == "dr_grpo" and cfg.max_completion_length is not None and shape[1] > cfg.max_completion_length:
+        raise ValueError(
+            f"policy_loss: completions have {shape[1]} columns > max_completion_length="
+            f"{cfg.max_completion_length}, the dr_grpo normaliser would be wrong"
+        )
+
+    mask = completion_mask.bool()
+    zero = torch.zeros((), dtype=torch.float32, device=logps.device)
+    logps = logps.float()
+    adv = torch.where(mask, advantages.detach().float(), zero)
+    # Mask the log-ratio before exp: padding becomes ratio 1, never inf.
+    log_ratio = torch.where(mask, logps - old_logps.detach().float(), zero)
+    ratio = torch.exp(log_ratio)
+    low, high = 1.0 - cfg.epsilon, 1.0 + cfg.clip_high
+    clipped = torch.clamp(ratio, low, high)
+    surrogate = -torch.minimum(ratio * adv, clipped * adv)
+    surrogate = torch.where(mask, surrogate, zero)
+
+    pg_loss = _aggregate(surrogate, mask, cfg)
+    loss = pg_loss
+    per_token = surrogate
+    kl_mean = zero
+    if ref_logps is not None:
+        # Zero both sides on padding so the estimate there is exactly 0 whatever the inputs hold.
+        kl = kl_estimate(
+            torch.where(mask, logps, zero), torch.where(mask, ref_logps.detach().float(), zero), cfg.kl_estimator
+        )
+        kl = torch.where(mask, kl, zero)
+        kl_mean = masked_mean(kl.detach(), mask)
+        if cfg.beta > 0:
+            # The aggregations are linear, so agg(surrogate + beta*kl) = agg(surrogate) + beta*agg(kl).
+            loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg)
+            per_token = surrogate + cfg.beta * kl
+
+    with torch.no_grad():
+        is_low = mask & (adv < 0) & (ratio < low)
+        is_high = mask & (adv > 0) & (ratio > high)
+        n_valid = int(mask.sum())
+        valid_ratio = ratio[mask]
+        metrics = {
+            "loss": float(loss.detach()),
+            "policy_loss": float(pg_loss.detach()),
+            "kl": float(kl_mean),
+            "clip_ratio/low_mean": float(masked_mean(is_low.float(), mask)),
+            "clip_ratio/high_mean": float(masked_mean(is_high.float(), mask)),
+            "clip_ratio/region_mean": float(masked_mean((is_low | is_high).float(), mask)),
+            "ratio/mean": float(valid_ratio.mean()) if n_valid else 1.0,
+            "ratio/min": float(valid_ratio.min()) if n_valid else 1.0,
+            "ratio/max": float(valid_ratio.max()) if n_valid else 1.0,
+        }
+    return PolicyLossOutput(loss=loss, metrics=metrics, per_token_loss=per_token.detach())

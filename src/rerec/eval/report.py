@@ -1,0 +1,210 @@
+"""Per-query evaluation records, their per-type aggregate, and the files written in the run folder.
+
+``validate``/``test`` turn each completion into an :class:`EvalRecord` (:func:`make_record` parses the
+answer and matches the titles), :func:`aggregate` averages the metrics per query type and overall,
+:func:`write_report` writes them as ``<name>.json`` and a ``<name>.md`` table, and ``predict`` writes
+the records as JSONL with :func:`write_predictions_jsonl`. Every file is written atomically (temporary
+file in the same folder, then ``os.replace``), so a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rerec.data.answer import parse_answer
+from rerec.data.matching import TitleMatcher
+from rerec.data.records import Query, QueryType
+from rerec.eval.metrics import (
+    condition_satisfaction,
+    ftr,
+    hit_rate_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
+
+CONDITION_TYPES = frozenset(t.value for t in QueryType if t.is_condition_query)
+
+
+@dataclass
+class EvalRecord:
+    """One evaluated query.
+
+    Attributes:
+        query_id: ``Query.query_id``.
+        query_type: The query type's value (``"explicit"``, ...).
+        completion: The model's raw text.
+        parsed_titles: Titles parsed from the answer, or ``None`` when it could not be parsed.
+        matched_item_ids: Catalog id per parsed title, ``-1`` where the title matched nothing.
+        match_kinds: Match kind per parsed title (``exact``/``normalized``/``fuzzy``/``none``).
+        truth_item_ids: Ground-truth ids.
+        conditions: The query's ``(relation, value)`` conditions (condition queries).
+    """
+
+    query_id: str
+    query_type: str
+    completion: str
+    parsed_titles: list[str] | None
+    matched_item_ids: list[int]
+    match_kinds: list[str]
+    truth_item_ids: list[int]
+    conditions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def make_record(
+    query: Query, completion: str, matcher: TitleMatcher, max_titles: int | None = None
+) -> EvalRecord:
+    """Parse ``completion`` (:func:`~rerec.data.answer.parse_answer`), match its titles, build the record.
+
+    Args:
+        query: The evaluated query (id, type, truth, conditions).
+        completion: The model's text.
+        matcher: Catalog title matcher.
+        max_titles: 1 for the candidate task, K (or ``None``: no limit) for the open task.
+    """
+    titles = parse_answer(completion, max_titles=max_titles)
+    matches = matcher.match_many(titles) if titles is not None else []
+    return EvalRecord(
+        query_id=query.query_id,
+        query_type=query.query_type.value,
+        completion=completion,
+        parsed_titles=titles,
+        matched_item_ids=[m.item_id if m.item_id is not None else -1 for m in matches],
+        match_kinds=[m.kind for m in matches],
+        truth_item_ids=list(query.truth_item_ids),
+        conditions=[tuple(c) for c in query.conditions],  # type: ignore[misc]
+    )
+
+
+def metric_names(k: int) -> list[str]:
+    """Column order of the report for cut-off ``k``."""
+    return [
+        f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", "accuracy", "ftr", "condition_satisfaction",
+        "count",
+    ]
+
+
+def aggregate(
+    records: Iterable[EvalRecord],
+    k: int,
+    item_attributes: Mapping[int, set[tuple[str, str]]] | None = None,
+) -> dict[str, Any]:
+    """Mean metrics per query type and overall.
+
+    Per record: NDCG/Recall/Precision/HR@K of ``matched_item_ids`` against ``truth_item_ids`` (an
+    unparsable answer is an empty list: all zero), accuracy = NDCG@1 of the top prediction, and FTR =
+    share of unparsable answers. ``condition_satisfaction`` (:func:`~rerec.eval.metrics.
+    condition_satisfaction` over the first K predictions) is averaged over condition queries only, and
+    only when ``item_attributes`` is given; elsewhere it is ``None``.
+
+    Returns:
+        ``{"k": k, "overall": {metric: value}, "by_type": {type: {metric: value}}}``; ``count`` is the
+        number of queries. Types appear in :class:`QueryType` order.
+    """
+    by_type: dict[str, list[EvalRecord]] = {}
+    for record in records:
+        by_type.setdefault(record.query_type, []).append(record)
+    order = [t.value for t in QueryType] + sorted(set(by_type) - {t.value for t in QueryType})
+    result_by_type = {t: _summarise(by_type[t], k, item_attributes) for t in order if t in by_type}
+    everything = [r for t in order if t in by_type for r in by_type[t]]
+    return {"k": k, "overall": _summarise(everything, k, item_attributes), "by_type": result_by_type}
+
+
+def _summarise(
+    records: Sequence[EvalRecord], k: int, item_attributes: Mapping[int, set[tuple[str, str]]] | None
+) -> dict[str, float | int | None]:
+    n = len(records)
+    sums = dict.fromkeys(("ndcg", "recall", "precision", "hr", "accuracy"), 0.0)
+    satisfaction: list[float] = []
+    for r in records:
+        predicted, truth = r.matched_item_ids, set(r.truth_item_ids)
+        sums["ndcg"] += ndcg_at_k(predicted, truth, k)
+        sums["recall"] += recall_at_k(predicted, truth, k)
+        sums["precision"] += precision_at_k(predicted, truth, k)
+        sums["hr"] += hit_rate_at_k(predicted, truth, k)
+        sums["accuracy"] += ndcg_at_k(predicted, truth, 1)
+        if item_attributes is not None and r.query_type in CONDITION_TYPES:
+            satisfaction.append(condition_satisfaction(predicted[:k], r.conditions, item_attributes))
+    mean = {name: (value / n if n else 0.0) for name, value in sums.items()}
+    return {
+        f"ndcg@{k}": mean["ndcg"],
+        f"recall@{k}": mean["recall"],
+        f"precision@{k}": mean["precision"],
+        f"hr@{k}": mean["hr"],
+        "accuracy": mean["accuracy"],
+        "ftr": ftr([r.parsed_titles for r in records]),
+        "condition_satisfaction": sum(satisfaction) / len(satisfaction) if satisfaction else None,
+        "count": n,
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(result: Mapping[str, Any]) -> str:
+    """The :func:`aggregate` result as a markdown table: one row per query type, then ``overall``."""
+    columns = metric_names(int(result["k"]))
+    lines = ["| query type | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    rows = list(result["by_type"].items()) + [("overall", result["overall"])]
+    for name, metrics in rows:
+        lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: Mapping[str, Any], folder: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
+    """Write ``<folder>/<name>.json`` (the result) and ``<folder>/<name>.md`` (its table), atomically.
+
+    Returns:
+        The JSON and markdown paths.
+    """
+    folder = Path(folder)
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
+    _atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    _atomic_write_text(md_path, f"# {name} (K = {result['k']})\n\n" + markdown_table(result))
+    return json_path, md_path
+
+
+def write_predictions_jsonl(records: Iterable[EvalRecord], path: str | os.PathLike[str]) -> Path:
+    """Write one JSON line per record: ``query_id``, ``type``, ``completion``, ``parsed_titles``,
+    ``matched_item_ids``, ``match_kinds`` (atomically)."""
+    lines = [
+        json.dumps(
+            {
+                "query_id": r.query_id,
+                "type": r.query_type,
+                "completion": r.completion,
+                "parsed_titles": r.parsed_titles,
+                "matched_item_ids": r.matched_item_ids,
+                "match_kinds": r.match_kinds,
+            },
+            ensure_ascii=False,
+        )
+        for r in records
+    ]
+    path = Path(path)
+    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path

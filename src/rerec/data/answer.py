@@ -1,7 +1,7 @@
 """Defensive parsing of the model's answer: the content of the last ``\\boxed{...}``.
 
-The candidate task expects one title in the box; the open task expects several titles in one box,
-separated by ``;``. Nothing here trusts the text: unbalanced braces, empty boxes and junk all parse to
+The candidate task expects one title in the box (taken whole); the open task expects several titles in
+one box, separated by ``;``. Nothing here trusts the text: unbalanced braces, empty boxes and junk all parse to
 ``None`` (an unparsable answer), which the reward turns into the format penalty.
 """
 
@@ -38,16 +38,17 @@ def parse_answer(text: str, max_titles: int | None = 1) -> list[str] | None:
 
     Args:
         text: The completion.
-        max_titles: 1 for the candidate task (a box with a ``;`` list is then unparsable, not a lucky
-            guess among several); ``None`` or K for the open task (extra titles beyond K are dropped).
+        max_titles: 1 for the candidate task: the whole box is one title (real titles may contain
+            ``;``; a hedged ``A; B`` then matches no item and earns no recommendation reward).
+            ``None`` or K for the open task: titles separated by ``;``, extra ones beyond K dropped.
     """
     boxed = last_boxed(text)
     if boxed is None or len(boxed) > MAX_ANSWER_CHARS:
         return None
+    if max_titles == 1:
+        return [boxed.strip()] if boxed.strip() else None
     titles = [t.strip() for t in boxed.split(TITLE_SEPARATOR)]
     titles = [t for t in titles if t]
     if not titles:
         return None
-    if max_titles == 1:
-        return titles if len(titles) == 1 else None
     return titles if max_titles is None else titles[:max_titles]

@@ -1,0 +1,5 @@
+"""``python -m rerec`` → the LightningCLI (see :mod:`rerec.cli`)."""
+
+from rerec.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""``RecDataModule``: a release (RecBench+ or the embedded synthetic world) → tasks → splits → loaders.
+
+The training loader is driven by the online curriculum (:mod:`rerec.data.curriculum`): its order and
+active set change at epoch boundaries from the policy's rollout statistics, and its state is part of every
+checkpoint. Batches are lists of :class:`~rerec.data.tasks.RecTask`; the policy module renders and
+tokenises the prompts once (it owns the tokenizer).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rerec.data.curriculum import CurriculumConfig, CurriculumController, CurriculumDataModuleMixin
+from rerec.data.kg_input import item_attributes
+from rerec.data.matching import DEFAULT_THRESHOLDS, TitleMatcher
+from rerec.data.prompts import PromptConfig
+from rerec.data.recbench import load_release
+from rerec.data.records import QueryType, Release
+from rerec.data.splits import split_queries
+from rerec.data.synthetic import SyntheticWorldConfig, write_world
+from rerec.data.tasks import RecTask, build_candidate_tasks, build_open_tasks
+
+log = logging.getLogger("rerec.data")
+
+
+def collate_tasks(batch: list[RecTask]) -> list[RecTask]:
+    """Batches stay lists of tasks: prompts are tokenised (once) by the policy module."""
+    return list(batch)
+
+
+class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
+    """Recommendation tasks for RL fine-tuning and evaluation, with the online curriculum.
+
+    Args:
+        root: Folder of a RecBench+ release holding ``<domain>/`` (the user's download). ``null``: the
+            embedded synthetic world, generated into ``world_dir``.
+        domain: ``movie`` or ``book``.
+        synthetic: Size and seed of the synthetic world (used when ``root`` is null).
+        world_dir: Where the synthetic world is written (reused when its config is unchanged).
+        task: ``candidate`` (the paper's: pick one of N candidates) or ``open`` (list up to K titles).
+        num_candidates: N, candidates per prompt (truth + N−1 negatives).
+        negatives: ``random`` or ``hard`` (sharing attributes with the truth, or from the user's history).
+        prompt: How prompts are written.
+        query_types: Train/evaluate only these query types (default: all five).
+        test_fraction: Share of each query type held out for testing.
+        val_fraction: Share of the remaining queries of each type used for validation.
+        max_train_queries: Cap on training tasks (stratified order; ``null`` = all).
+        max_eval_queries: Cap on validation and test tasks each (``null`` = all).
+        batch_size: Prompts per RL step (B); each gets ``num_generations`` rollouts.
+        eval_batch_size: Prompts per evaluation generate call.
+        on_error: ``raise`` on malformed release input, or ``skip`` it (counted and logged).
+        match_threshold: Fuzzy title-matching threshold (default 0.8 movie, 0.65 book).
+        curriculum: Online curriculum settings (``mode: static`` turns it off for ablations).
+        seed: Seed of the splits, negatives and curriculum order.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        domain: Literal["movie", "book"] = "movie",
+        synthetic: SyntheticWorldConfig | None = None,
+        world_dir: str = ".cache/rerec/world",
+        task: Literal["candidate", "open"] = "candidate",
+        num_candidates: int = 20,
+        negatives: Literal["random", "hard"] = "random",
+        prompt: PromptConfig | None = None,
+        query_types: list[str] | None = None,
+        test_fraction: float = 0.3,
+        val_fraction: float = 0.15,
+        max_train_queries: int | None = None,
+        max_eval_queries: int | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int = 64,
+        on_error: Literal["raise", "skip"] = "raise",
+        match_threshold: float | None = None,
+        curriculum: CurriculumConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.domain = domain
+        self.synthetic = synthetic or SyntheticWorldConfig()
+        self.world_dir = world_dir
+        self.task = task
+        self.num_candidates = num_candidates
+        self.negatives = negatives
+        self.prompt = prompt or PromptConfig()
+        self.query_types = [QueryType(t).value for t in query_types] if query_types else None
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self.max_train_queries = max_train_queries
+        self.max_eval_queries = max_eval_queries
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.on_error = on_error
+        self.match_threshold = match_threshold
+        self.curriculum = curriculum or CurriculumConfig()
+        self.seed = seed
+        self.release: Release | None = None
+        self.stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ building
+    @property
+    def is_synthetic(self) -> bool:
+        return self.root is None
+
+    def load(self) -> None:
+        """Read the release and build matcher, graph attributes, splits and tasks (idempotent)."""
+        if self.release is not None:
+            return
+        root = Path(write_world(self.world_dir, self.synthetic)).parent if self.is_synthetic else Path(self.root)
+        release = load_release(root, self.domain, on_error=self.on_error, match_threshold=self.match_threshold)
+        self.release = release
+        self.items = release.items
+        self.attributes = item_attributes(release.triples)
+        threshold = self.match_threshold or DEFAULT_THRESHOLDS.get(self.domain, 0.8)
+        self.matcher = TitleMatcher(release.items.values(), threshold=threshold)
+        queries = release.queries
+        if self.query_types:
+            queries = [q for q in queries if q.query_type.value in self.query_types]
+        splits = split_queries(queries, self.test_fraction, self.val_fraction, self.seed)
+        self.tasks: dict[str, list[RecTask]] = {}
+        self.stats = {"release": release.stats, "queries": {k: len(v) for k, v in splits.items()}}
+        for name, split in splits.items():
+            if self.task == "candidate":
+                tasks, stats = build_candidate_tasks(
+                    split, list(self.items), self.attributes, self.num_candidates, self.negatives, self.seed
+                )
+            else:
+                tasks, stats = build_open_tasks(split)
+            limit = self.max_train_queries if name == "train" else self.max_eval_queries
+            if limit is not None and len(tasks) > limit:
+                tasks = _stratified_head(tasks, limit)
+            self.tasks[name] = tasks
+            self.stats[f"{name}_tasks"] = {"count": len(tasks), **stats}
+            skipped = sum(stats.values())
+            if skipped:
+                log.warning("%s split: %d queries skipped while building tasks: %s", name, skipped, stats)
+        log.info("tasks: %s", {k: len(v) for k, v in self.tasks.items()})
+        if not self.tasks["train"]:
+            raise ValueError(f"no training task could be built from {root} ({self.stats})")
+
+    def setup(self, stage: str) -> None:
+        self.load()
+        if stage == "fit" and self.curriculum_controller is None:
+            train = self.tasks["train"]
+            self.attach_curriculum(
+                CurriculumController(
+                    [t.query_id for t in train], [t.query_type for t in train],
+                    self.batch_size, self.curriculum, self.seed,
+                )
+            )
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        return self.curriculum_dataloader(self.tasks["train"], collate_fn=collate_tasks)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.tasks[split], batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_tasks)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+def _stratified_head(tasks: list[RecTask], limit: int) -> list[RecTask]:
+    """The first ``limit`` tasks taking query types round-robin (so a cap keeps every type present)."""
+    by_type: dict[str, list[RecTask]] = {}
+    for t in tasks:
+        by_type.setdefault(t.query_type, []).append(t)
+    out: list[RecTask] = []
+    queues = [list(v) for _, v in sorted(by_type.items())]
+    while len(out) < limit and any(queues):
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(q.pop(0))
+    return out

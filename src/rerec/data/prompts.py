@@ -1,0 +1,149 @@
+"""Chat prompts for the recommendation tasks and the reasoning traces used by the warm start.
+
+Prompt (candidate task): the request, optionally the user's history, then the candidates one per line,
+optionally followed by their known facts for the relations the request is about; the model reasons and
+ends with one title in ``\\boxed{}``. Open task: the request (and history), answer with up to K titles in one
+box separated by ``;``.
+
+The reasoning trace of a candidate task (one segment per line, the answer line last) is what a correct
+model would write, and is what RAAE segments:
+
+    Silent River (1975): director Ann Lee, not Bo Chen.      (implicit/misinformed: the referenced fact)
+    Needs: director Ann Lee; genre Drama.                    (condition queries)
+    director Ann Lee; genre Drama: Painted Mirror, The (1987).
+    \\boxed{Painted Mirror, The (1987)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rerec.data.records import Item
+from rerec.data.tasks import Attributes, RecTask
+
+# Words used for each knowledge-graph relation in prompts and traces (RecBench+ movie/book relations).
+RELATION_PHRASES: dict[str, str] = {
+    "Genre": "genre",
+    "Directed_by": "director",
+    "Starring": "star",
+    "Written_by": "writer",
+    "Produced_by": "studio",
+    "Screenplay_by": "screenplay",
+    "Narrated_by": "narrator",
+    "Cinematography": "cinematographer",
+    "Edited_by": "editor",
+    "Music_by": "composer",
+    "Distributed_by": "distributor",
+    "Based_on": "based on",
+    "Color_process": "color process",
+    "Language": "language",
+    "Production_Country": "country",
+    "BELONGS_TO": "category",
+    "WRITTEN_BY": "author",
+}
+
+
+@dataclass
+class PromptConfig:
+    """How prompts are written.
+
+    Args:
+        system_prompt: System message of the chat template.
+        candidate_facts: After each candidate, list its knowledge-graph values for the relations the
+            request is about (genre when the request has no conditions). On for the synthetic world, where
+            it turns the task into reading + multi-hop recall; off for the paper's setting, where the model
+            must know the items.
+        history_items: Show up to this many items of the source user's history (0 = no history block).
+        open_k: Number of titles asked for in the open task.
+        item_noun: What the items are called in prompts ("film", "book").
+    """
+
+    system_prompt: str = (
+        "You are a recommendation assistant. Reason step by step, one fact per line, "
+        "then give your answer as \\boxed{title}."
+    )
+    candidate_facts: bool = False
+    history_items: int = 0
+    open_k: int = 10
+    item_noun: str = "film"
+
+
+def _phrase(relation: str) -> str:
+    return RELATION_PHRASES.get(relation, relation.replace("_", " ").lower())
+
+
+def _fact_relations(task: RecTask) -> list[str]:
+    relations = list(dict.fromkeys(r for r, _ in task.query.conditions))
+    return relations or ["Genre"]
+
+
+def describe_facts(attrs: set[tuple[str, str]] | frozenset[tuple[str, str]], relations: Sequence[str]) -> str:
+    """``"director Ann Lee; genre Drama, War"`` — the item's values for ``relations``, in that order."""
+    parts = []
+    for relation in relations:
+        values = sorted(v for r, v in attrs if r == relation)
+        if values:
+            parts.append(f"{_phrase(relation)} {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def build_messages(
+    task: RecTask, items: Mapping[int, Item], attributes: Attributes, config: PromptConfig
+) -> list[dict[str, str]]:
+    """Chat messages (system + user) for one task; render them with the tokenizer's chat template."""
+    q = task.query
+    lines = [q.text.strip()]
+    if config.history_items and q.history_item_ids:
+        seen = [items[i].title for i in q.history_item_ids[: config.history_items] if i in items]
+        lines.append("I have watched: " + "; ".join(seen) + ".")
+    if task.candidate_ids:
+        relations = _fact_relations(task)
+        lines.append(f"Candidates ({len(task.candidate_ids)}):")
+        for item_id in task.candidate_ids:
+            facts = describe_facts(attributes.get(item_id, set()), relations) if config.candidate_facts else ""
+            # Facts before the title: matching the facts then copying what follows is an easy pattern
+            # for a small model (and the same order the trace uses).
+            lines.append(f"- {facts}: {items[item_id].title}" if facts else f"- {items[item_id].title}")
+        lines.append(f"Choose one {config.item_noun} from the candidates.")
+    else:
+        lines.append(
+            f"Recommend up to {config.open_k} {config.item_noun}s, in one \\boxed{{}} separated by ';'."
+        )
+    return [
+        {"role": "system", "content": config.system_prompt},
+        {"role": "user", "content": "\n".join(lines)},
+    ]
+
+
+def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attributes) -> str:
+    """The correct reasoning + answer for a candidate task (the warm-start target)."""
+    q = task.query
+    lines = []
+    title_of = {_normalised_natural(it.title): it for it in items.values()}
+    for hop in q.extra.get("multihop_info") or []:
+        ref = title_of.get(_normalised_natural(str(hop.get("movie", ""))))
+        ref_title = ref.title if ref else str(hop.get("movie", ""))
+        line = f"{ref_title}: {_phrase(str(hop.get('relation')))} {hop.get('person')}"
+        wrong = [m.get("person") for m in q.extra.get("misinformed") or [] if m.get("movie") == hop.get("movie")]
+        if wrong:
+            line += f", not {wrong[0]}"
+        lines.append(line + ".")
+    if q.conditions:
+        needs = "; ".join(f"{_phrase(r)} {v}" for r, v in q.conditions)
+        lines.append(f"Needs: {needs}.")
+    target = items[task.target_id]
+    facts = describe_facts(attributes.get(task.target_id, set()), _fact_relations(task))
+    lines.append(f"{facts}: {target.title}." if facts else f"{target.title}.")
+    lines.append(f"\\boxed{{{target.title}}}")
+    return "\n".join(lines)
+
+
+def _normalised_natural(title: str) -> str:
+    """Cheap key equating "The X (1990)" and "X, The (1990)" for reference items in traces."""
+    t = title.strip().lower()
+    for art in ("the ", "a ", "an "):
+        if t.startswith(art):
+            name, _, year = t[len(art):].rpartition(" (")
+            return f"{name}, {art.strip()} ({year}" if name else t
+    return t

@@ -1,0 +1,174 @@
+"""The rollout reward, made of named components (DESIGN §1.1).
+
+``r = w_fmt·format + w_rec·rec + w_qas·QAS + w_pas·PAS`` where ``format = +0.5`` when the answer parses
+and ``−0.5`` otherwise, ``rec = NDCG@K`` (``−0.5`` when unparsable), and QAS/PAS come from the graph scorer
+(0 when unparsable or unmatched). A component whose weight is 0 is not computed. Raw (unweighted)
+component values are returned for logging as ``rewards/<name>/mean``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rerec.data.answer import parse_answer
+from rerec.data.matching import TitleMatcher
+from rerec.data.records import Item
+from rerec.data.tasks import RecTask
+from rerec.eval.metrics import ndcg_at_k
+
+
+@dataclass
+class RewardConfig:
+    """Weights and constants of the reward.
+
+    Args:
+        w_fmt: Weight of the format component.
+        w_rec: Weight of the recommendation component (NDCG@K).
+        w_qas: Weight of the Query Alignment Score (item–attribute graph); 0 turns it off.
+        w_pas: Weight of the Preference Alignment Score (LightGCN space); 0 turns it off.
+        k: Cut-off of NDCG@K (1 for the candidate task: accuracy).
+        format_reward: Format component of a parsable answer.
+        unparsable_penalty: Format and recommendation components of an unparsable answer.
+    """
+
+    w_fmt: float = 0.1
+    w_rec: float = 1.0
+    w_qas: float = 0.01
+    w_pas: float = 0.01
+    k: int = 1
+    format_reward: float = 0.5
+    unparsable_penalty: float = -0.5
+
+
+@dataclass
+class ScoredRollouts:
+    """Rewards and what was read from each completion (one entry per rollout row).
+
+    Attributes:
+        total: (N,) total reward.
+        components: Raw component values, each (N,): ``format``, ``ndcg`` and, when on, ``qas``/``pas``.
+        parsed: Parsed titles per rollout, ``None`` when unparsable.
+        predicted_ids: Matched catalog id per parsed title (−1 unmatched).
+        match_kinds: Kind of match per parsed title (``candidate`` when taken from the prompt's list).
+        correct: Whether the top recommendation is a ground-truth item.
+        wrong_titles: The recommended titles that are not ground truth (what RAAE penalises).
+    """
+
+    total: torch.Tensor
+    components: dict[str, torch.Tensor]
+    parsed: list[list[str] | None]
+    predicted_ids: list[list[int]]
+    match_kinds: list[list[str]]
+    correct: list[bool]
+    wrong_titles: list[list[str]] = field(default_factory=list)
+
+
+class RecReward:
+    """Scores completions of recommendation tasks.
+
+    Args:
+        config: Weights and constants.
+        items: The catalog (candidate titles are looked up exactly before the fuzzy catalog matcher).
+        matcher: Catalog title matcher for titles not written exactly as a candidate.
+        scorer: The graph reward module (QAS/PAS), required when ``w_qas`` or ``w_pas`` is non-zero.
+        max_titles: 1 for the candidate task; K for the open task.
+    """
+
+    def __init__(
+        self,
+        config: RewardConfig,
+        items: dict[int, Item],
+        matcher: TitleMatcher,
+        scorer: torch.nn.Module | None = None,
+        max_titles: int | None = 1,
+    ) -> None:
+        if (config.w_qas or config.w_pas) and scorer is None:
+            raise ValueError("w_qas/w_pas are non-zero but no graph scorer was given")
+        self.config = config
+        self.items = items
+        self.matcher = matcher
+        self.scorer = scorer
+        self.max_titles = max_titles
+
+    def match(self, titles: Sequence[str], task: RecTask) -> tuple[list[int], list[str]]:
+        """Catalog ids and match kinds of ``titles`` (exact candidate title first, then the matcher)."""
+        by_title = {self.items[i].title: i for i in task.candidate_ids}
+        ids, kinds = [], []
+        for title in titles:
+            if title in by_title:
+                ids.append(by_title[title])
+                kinds.append("candidate")
+                continue
+            m = self.matcher.match(title)
+            ids.append(-1 if m.item_id is None else m.item_id)
+            kinds.append(m.kind)
+        return ids, kinds
+
+    def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu"):
+        """Score ``texts[i]`` as an answer to ``tasks[i]``; returns :class:`ScoredRollouts`."""
+        cfg = self.config
+        parsed, predicted, kinds, correct, wrong = [], [], [], [], []
+        fmt, rec = [], []
+        for text, task in zip(texts, tasks, strict=True):
+            titles = parse_answer(text, max_titles=self.max_titles)
+            parsed.append(titles)
+            if titles is None:
+                predicted.append([])
+                kinds.append([])
+                correct.append(False)
+                wrong.append([])
+                fmt.append(cfg.unparsable_penalty)
+                rec.append(cfg.unparsable_penalty)
+                continue
+            ids, match_kinds = self.match(titles, task)
+            predicted.append(ids)
+            kinds.append(match_kinds)
+            truth = set(task.answer_ids)
+            correct.append(ids[0] in truth)
+            wrong.append([t for t, i in zip(titles, ids) if i not in truth])
+            fmt.append(cfg.format_reward)
+            rec.append(ndcg_at_k(ids, truth, cfg.k))
+        components = {
+            "format": torch.tensor(fmt, dtype=torch.float32, device=device),
+            "ndcg": torch.tensor(rec, dtype=torch.float32, device=device),
+        }
+        total = cfg.w_fmt * components["format"] + cfg.w_rec * components["ndcg"]
+        if cfg.w_qas or cfg.w_pas:
+            graph = self._graph_scores(predicted, tasks, device)
+            if cfg.w_qas:
+                components["qas"] = graph["qas"]
+                total = total + cfg.w_qas * graph["qas"]
+            if cfg.w_pas:
+                components["pas"] = graph["pas"]
+                total = total + cfg.w_pas * graph["pas"]
+        return ScoredRollouts(total, components, parsed, predicted, kinds, correct, wrong)
+
+    def _graph_scores(self, predicted: list[list[int]], tasks: Sequence[RecTask], device) -> dict[str, torch.Tensor]:
+        """QAS/PAS of each rollout = mean over its first K predictions (0 with no prediction)."""
+        k = self.config.k
+        rows, preds, truths = [], [], []
+        for row, (ids, task) in enumerate(zip(predicted, tasks)):
+            for item in ids[:k]:
+                rows.append(row)
+                preds.append(item)
+                truths.append(task.truth_ids)
+        n = len(predicted)
+        if not preds:
+            zeros = torch.zeros(n, device=device)
+            return {"qas": zeros, "pas": zeros.clone()}
+        width = max(len(t) for t in truths)
+        truth = torch.full((len(truths), width), -1, dtype=torch.long)
+        for j, t in enumerate(truths):
+            truth[j, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        scorer_device = next((b.device for b in self.scorer.buffers()), torch.device("cpu"))
+        scores = self.scorer(torch.as_tensor(preds, device=scorer_device), truth.to(scorer_device))
+        index = torch.as_tensor(rows, device=device)
+        count = torch.zeros(n, device=device).index_add_(0, index, torch.ones(len(rows), device=device))
+        out = {}
+        for name in ("qas", "pas"):
+            summed = torch.zeros(n, device=device).index_add_(0, index, scores[name].to(device).float())
+            out[name] = summed / count.clamp(min=1)
+        return out

@@ -1,0 +1,179 @@
+"""The named-component reward (``rerec.rl.rewards``) against hand-computed totals (DESIGN §1.1 defaults)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from rerec.data.matching import TitleMatcher
+from rerec.data.records import Item, Query, QueryType, Triple
+from rerec.data.tasks import RecTask
+from rerec.graph.alignment import GraphRewardScorer
+from rerec.rl.rewards import RecReward, RewardConfig
+
+ITEMS = {
+    1: Item(1, "Silent River, The (1975)"),
+    2: Item(2, "Painted Mirror, The (1987)"),
+    3: Item(3, "Golden Harbor (1990)"),
+    4: Item(4, "Hollow Engine, A (2001)"),
+    5: Item(5, "Burning Canyon (1966)"),
+}
+# 1: War, Tom, Spielberg | 2: War, Tom | 3: Drama, Tom | 4: Comedy | 5: not in the graph
+TRIPLES = [
+    Triple(1, "Genre", "War"), Triple(1, "Starring", "Tom"), Triple(1, "Directed_by", "Spielberg"),
+    Triple(2, "Genre", "War"), Triple(2, "Starring", "Tom"),
+    Triple(3, "Genre", "Drama"), Triple(3, "Starring", "Tom"),
+    Triple(4, "Genre", "Comedy"),
+]
+# cos(1,2) = 1/sqrt(2), cos(1,3) = 0, cos(1,4) = -1
+EMBEDDINGS = {
+    "item_ids": torch.tensor([1, 2, 3, 4]),
+    "embeddings": torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0], [-3.0, 0.0]]),
+}
+NO_GRAPH = dict(w_qas=0.0, w_pas=0.0)
+
+
+def _task(truth: tuple[int, ...], candidates: tuple[int, ...] = (3, 1, 2)) -> RecTask:
+    """A candidate task (target = first truth) or, with no candidates, an open task."""
+    q = Query(query_id="q", domain="movie", query_type=QueryType.EXPLICIT, text="q", truth_item_ids=truth)
+    return RecTask(q, candidates, truth[0] if candidates else -1)
+
+
+@pytest.fixture(scope="module")
+def matcher() -> TitleMatcher:
+    return TitleMatcher(ITEMS.values())
+
+
+@pytest.fixture(scope="module")
+def scorer() -> GraphRewardScorer:
+    return GraphRewardScorer.from_triples(TRIPLES, list(ITEMS), EMBEDDINGS)
+
+
+def test_defaults_are_design_values() -> None:
+    cfg = RewardConfig()
+    assert (cfg.w_fmt, cfg.w_rec, cfg.w_qas, cfg.w_pas, cfg.k) == (0.1, 1.0, 0.01, 0.01, 1)
+    assert (cfg.format_reward, cfg.unparsable_penalty) == (0.5, -0.5)
+
+
+def test_graph_weights_without_scorer_raise(matcher: TitleMatcher) -> None:
+    for kw in ({}, {"w_pas": 0.0}, {"w_qas": 0.0}):
+        with pytest.raises(ValueError, match="scorer"):
+            RecReward(RewardConfig(**kw), ITEMS, matcher)
+    RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)  # both off: fine
+
+
+def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
+    reward = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
+    task = _task((1,))
+    texts = [
+        "director Spielberg: Silent River, The (1975).\n\\boxed{Silent River, The (1975)}",  # correct
+        "\\boxed{Golden Harbor (1990)}",  # wrong, a candidate
+        "I think it is Silent River.",  # no box
+        "\\boxed{Silent River, The (1975); Golden Harbor (1990)}",  # a hedge: one title matching nothing
+        "\\boxed{The Silent River (1975)}",  # right item, natural order: through the catalog matcher
+        "\\boxed{Some Film Nobody Made (2020)}",  # parsable, matches nothing
+    ]
+    out = reward(texts, [task] * len(texts))
+    # correct: 0.1*0.5 + 1.0*1 = 1.05; wrong: 0.05; unparsable: 0.1*(-0.5) + 1.0*(-0.5) = -0.55
+    torch.testing.assert_close(out.total, torch.tensor([1.05, 0.05, -0.55, 0.05, 1.05, 0.05]))
+    torch.testing.assert_close(out.components["format"], torch.tensor([0.5, 0.5, -0.5, 0.5, 0.5, 0.5]))
+    torch.testing.assert_close(out.components["ndcg"], torch.tensor([1.0, 0.0, -0.5, 0.0, 1.0, 0.0]))
+    assert set(out.components) == {"format", "ndcg"}  # weight 0: not computed
+    assert out.parsed == [
+        ["Silent River, The (1975)"], ["Golden Harbor (1990)"], None,
+        ["Silent River, The (1975); Golden Harbor (1990)"],
+        ["The Silent River (1975)"], ["Some Film Nobody Made (2020)"],
+    ]
+    assert out.predicted_ids == [[1], [3], [], [-1], [1], [-1]]
+    assert out.match_kinds == [["candidate"], ["candidate"], [], ["none"], ["normalized"], ["none"]]
+    assert out.correct == [True, False, False, False, True, False]
+    assert out.wrong_titles == [
+        [], ["Golden Harbor (1990)"], [], ["Silent River, The (1975); Golden Harbor (1990)"], [],
+        ["Some Film Nobody Made (2020)"],
+    ]
+
+
+def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMatcher) -> None:
+    reward = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
+    # item 4 is in the catalog but not a candidate of this task: exact catalog match, still wrong
+    out = reward(["\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbour (1990)}"], [_task((1,))] * 2)
+    assert out.predicted_ids == [[4], [3]] and out.match_kinds == [["exact"], ["fuzzy"]]
+    torch.testing.assert_close(out.total, torch.tensor([0.05, 0.05]))
+
+
+def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
+    reward = RecReward(RewardConfig(k=3, **NO_GRAPH), ITEMS, matcher, max_titles=3)
+    task = _task((1, 4), candidates=())
+    texts = [
+        # hits at ranks 1 and 3: (1 + 1/log2 4) / (1 + 1/log2 3)
+        "\\boxed{Silent River, The (1975); Golden Harbor (1990); A Hollow Engine (2001)}",
+        # hit at rank 2 only: (1/log2 3) / (1 + 1/log2 3)
+        "\\boxed{Golden Harbor (1990); Hollow Engine, A (2001)}",
+        # both hits first, a 4th title beyond K is dropped
+        "\\boxed{Hollow Engine, A (2001); Silent River, The (1975); Golden Harbor (1990); Burning Canyon (1966)}",
+        "\\boxed{}",
+    ]
+    out = reward(texts, [task] * len(texts))
+    ideal = 1 + 1 / math.log2(3)
+    ndcg = [(1 + 1 / math.log2(4)) / ideal, (1 / math.log2(3)) / ideal, 1.0, -0.5]
+    torch.testing.assert_close(out.components["ndcg"], torch.tensor(ndcg))
+    torch.testing.assert_close(out.total, torch.tensor([0.05 + ndcg[0], 0.05 + ndcg[1], 1.05, -0.55]))
+    assert out.predicted_ids[0] == [1, 3, 4] and out.match_kinds[0] == ["exact", "exact", "normalized"]
+    assert len(out.parsed[2]) == 3 and out.correct == [True, False, True, False]
+    assert out.wrong_titles[:3] == [["Golden Harbor (1990)"], ["Golden Harbor (1990)"], ["Golden Harbor (1990)"]]
+
+
+def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
+    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)  # DESIGN defaults, w_qas=w_pas=0.01
+    task = _task((1,))
+    texts = [
+        "\\boxed{Silent River, The (1975)}",  # = truth: QAS 1, PAS 1
+        "\\boxed{Painted Mirror, The (1987)}",  # shares War, Tom of {War, Tom, Spielberg}: 2/3; cos 1/sqrt2
+        "\\boxed{Golden Harbor (1990)}",  # shares Tom: 1/3; cos 0
+        "\\boxed{Hollow Engine, A (2001)}",  # shares nothing: 0; cos -1
+        "\\boxed{Burning Canyon (1966)}",  # not in the graph, no embedding: 0, 0
+        "no answer",  # unparsable: 0, 0
+    ]
+    out = reward(texts, [task] * len(texts))
+    qas = [1.0, 2 / 3, 1 / 3, 0.0, 0.0, 0.0]
+    pas = [1.0, 1 / math.sqrt(2), 0.0, -1.0, 0.0, 0.0]
+    torch.testing.assert_close(out.components["qas"], torch.tensor(qas))
+    torch.testing.assert_close(out.components["pas"], torch.tensor(pas))
+    base = [1.05, 0.05, 0.05, 0.05, 0.05, -0.55]
+    expected = [b + 0.01 * q + 0.01 * p for b, q, p in zip(base, qas, pas)]
+    torch.testing.assert_close(out.total, torch.tensor(expected))
+    assert out.total[0].item() == pytest.approx(1.07)
+    assert out.total[1].item() == pytest.approx(0.05 + 0.01 * 2 / 3 + 0.01 / math.sqrt(2))
+
+
+def test_graph_components_several_truths_and_open_task_mean(
+    matcher: TitleMatcher, scorer: GraphRewardScorer
+) -> None:
+    # truths {1, 2}: A(g) = {War, Tom}; QAS(3) = 1/2, QAS(4) = 0. PAS = max cosine over the truths.
+    reward = RecReward(RewardConfig(w_pas=0.0), ITEMS, matcher, scorer=scorer)
+    out = reward(["\\boxed{Golden Harbor (1990)}"], [_task((1, 2))])
+    torch.testing.assert_close(out.components["qas"], torch.tensor([0.5]))
+    assert "pas" not in out.components
+    torch.testing.assert_close(out.total, torch.tensor([0.05 + 0.01 * 0.5]))
+    # open task, K=2: QAS is the mean over the first K predictions, (2/3 + 1/3) / 2 = 0.5
+    reward = RecReward(RewardConfig(k=2, w_pas=0.0), ITEMS, matcher, scorer=scorer, max_titles=2)
+    out = reward(
+        ["\\boxed{Painted Mirror, The (1987); Golden Harbor (1990); Silent River, The (1975)}",
+         "\\boxed{Painted Mirror, The (1987); Nowhere (1900)}"],
+        [_task((1,), candidates=())] * 2,
+    )
+    torch.testing.assert_close(out.components["qas"], torch.tensor([0.5, 1 / 3]))  # unmatched counts as 0
+    torch.testing.assert_close(out.components["ndcg"], torch.tensor([0.0, 0.0]))
+
+
+def test_pas_disabled_scorer_gives_zero_pas(matcher: TitleMatcher) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "PAS disabled" is expected here
+        no_pas = GraphRewardScorer.from_triples(TRIPLES, list(ITEMS), None)
+    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=no_pas)
+    out = reward(["\\boxed{Painted Mirror, The (1987)}"], [_task((1,))])
+    torch.testing.assert_close(out.components["pas"], torch.tensor([0.0]))
+    torch.testing.assert_close(out.total, torch.tensor([0.05 + 0.01 * 2 / 3]))

@@ -177,3 +177,63 @@ def completion_logprobs(
     logps = torch.cat(logps_parts, dim=0)
     entropy = torch.cat(entropy_parts, dim=0) if with_entropy else None
     return logps, entropy
+
+
+def grouped_completion_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_length: int,
+    group_size: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Same result as :func:`completion_logprobs`, computing each shared prompt once per group.
+
+    The ``G`` rows of a group (contiguous, see the conventions) hold the same prompt. The prompt block is
+    run once per group with the KV cache on, the cache is repeated ``G`` times (differentiably) and the
+    completion block is run on top of it. The prompt's forward and backward cost drops by a factor ``G``;
+    gradients flow through the repeated cache into the prompt computation, so the result and its
+    gradient equal the ungrouped ones (tested). Needs a Hugging Face causal LM that returns
+    ``past_key_values``.
+
+    Args:
+        model: Hugging Face causal LM (or a peft wrapper of one).
+        input_ids: ``(N, P+T)`` as in :func:`completion_logprobs`, with ``N`` a multiple of ``group_size``.
+        attention_mask: ``(N, P+T)``.
+        prompt_length: ``P``.
+        group_size: ``G``; rows ``g·G … g·G+G−1`` must share their prompt block.
+        temperature: sampling temperature (logits are divided by it).
+        with_entropy: also return the per-token entropy (no gradient).
+    """
+    n_rows, length = input_ids.shape
+    if group_size < 1 or n_rows % group_size:
+        raise ValueError(f"grouped_completion_logprobs: {n_rows} rows are not groups of {group_size}")
+    if not 1 <= prompt_length < length:
+        raise ValueError(f"grouped_completion_logprobs: prompt_length={prompt_length} outside [1, {length})")
+    prompt_ids = input_ids[::group_size, :prompt_length]
+    prompt_mask = attention_mask[::group_size, :prompt_length]
+    if not torch.equal(input_ids[:, :prompt_length], prompt_ids.repeat_interleave(group_size, 0)):
+        raise ValueError("grouped_completion_logprobs: rows of a group do not share their prompt")
+    position_ids = position_ids_from_mask(attention_mask)
+    out = model(
+        input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids[::group_size, :prompt_length],
+        use_cache=True, logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(group_size)
+    first = out.logits[:, -1:, :].repeat_interleave(group_size, 0)  # predicts completion token 0
+    completion = input_ids[:, prompt_length:]
+    rest = model(
+        input_ids=completion[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=position_ids[:, prompt_length:-1],
+        past_key_values=cache,
+        use_cache=True,
+    ).logits
+    logits = torch.cat([first, rest], dim=1)
+    if temperature != 1.0:
+        logits = logits.float() / temperature
+    logps = selective_log_softmax(logits, completion)
+    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    return logps, entropy

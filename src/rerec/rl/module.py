@@ -36,7 +36,7 @@ from rerec.eval.report import EvalRecord, aggregate, write_predictions_jsonl, wr
 from rerec.graph.config import GraphRewardConfig, build_graph_scorer
 from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvantage
 from rerec.rl.checkpointing import check_policy_state, drop_frozen_policy_state
-from rerec.rl.logprobs import completion_logprobs
+from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, policy_loss
 from rerec.rl.policy_loading import ModelConfig, load_policy, prepare_policy, reference_policy
 from rerec.rl.rewards import RecReward, RewardConfig
@@ -83,8 +83,10 @@ class ReRecPolicy(L.LightningModule):
         optim: AdamW settings.
         num_iterations: μ, passes over each rollout batch (1 = purely on-policy: old log-probs are the
             current ones and their extra forward is skipped).
-        mini_batch_size: Rollouts per optimizer step (``null`` = the whole batch of B·G).
-        micro_batch_size: Rollouts per forward/backward (gradient accumulation inside a mini-batch).
+        mini_batch_size: Rollouts per optimizer step (``null`` = the whole batch of B·G); rounded down to
+            whole groups of G.
+        micro_batch_size: Rollouts per forward/backward (gradient accumulation inside a mini-batch),
+            rounded down to whole groups: a group's G rollouts share one prompt forward.
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
             rewards (W&B table when W&B is the logger, always ``completions.jsonl`` in the run folder).
@@ -243,16 +245,11 @@ class ReRecPolicy(L.LightningModule):
         N = rewards.shape[0]
         need_old = self.num_iterations > 1 or (self.mini_batch_size or N) < N
         with torch.no_grad():
-            old_logps = (
-                completion_logprobs(self.policy, ro.input_ids, ro.attention_mask, ro.prompt_length,
-                                    self.micro_batch_size, self.generation.temperature)[0]
-                if need_old else None
-            )
+            old_logps = self._all_logprobs(self.policy, ro) if need_old else None
             ref_logps = None
             if self.loss_config.beta > 0 or getattr(self.advantage, "needs_kl", False):
                 with reference_policy(self.policy) as ref:
-                    ref_logps = completion_logprobs(ref, ro.input_ids, ro.attention_mask, ro.prompt_length,
-                                                    self.micro_batch_size, self.generation.temperature)[0]
+                    ref_logps = self._all_logprobs(ref, ro)
         per_token_kl = None
         if getattr(self.advantage, "needs_kl", False):
             base = old_logps if old_logps is not None else self._current_logps(ro)
@@ -319,30 +316,56 @@ class ReRecPolicy(L.LightningModule):
 
     def _current_logps(self, ro) -> torch.Tensor:
         with torch.no_grad():
-            return completion_logprobs(self.policy, ro.input_ids, ro.attention_mask, ro.prompt_length,
-                                       self.micro_batch_size, self.generation.temperature)[0]
+            return self._all_logprobs(self.policy, ro)
+
+    @property
+    def _group_unit(self) -> int:
+        """Rows handled together: a whole group (shared-prompt forward) unless that is not possible."""
+        G = self.generation.num_generations
+        checkpointing = getattr(self.policy, "is_gradient_checkpointing", False)
+        # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
+        return G if G > 1 and not checkpointing else 1
+
+    def _logprobs(self, model, ro, rows: torch.Tensor, with_entropy: bool = False):
+        """Completion log-probs of ``rows`` (whole groups when grouped) under ``model``."""
+        unit = self._group_unit
+        if unit > 1:
+            return grouped_completion_logprobs(
+                model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, unit,
+                self.generation.temperature, with_entropy,
+            )
+        return completion_logprobs(
+            model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, None,
+            self.generation.temperature, with_entropy,
+        )
+
+    def _all_logprobs(self, model, ro) -> torch.Tensor:
+        N = ro.input_ids.shape[0]
+        step = max(self.micro_batch_size // self._group_unit, 1) * self._group_unit
+        return torch.cat([self._logprobs(model, ro, torch.arange(s, min(s + step, N))) for s in range(0, N, step)])
 
     def _update(self, ro, advantages, loss_mask, old_logps, ref_logps) -> dict[str, float]:
         """μ passes of mini-batch optimizer steps with micro-batch gradient accumulation."""
         opt = self.optimizers()
         sched = self.lr_schedulers()
         N = ro.input_ids.shape[0]
-        mini = self.mini_batch_size or N
-        micro = min(self.micro_batch_size, mini)
+        unit = self._group_unit  # mini/micro-batches hold whole groups so the prompt is shared
+        n_units = N // unit
+        mini = max((self.mini_batch_size or N) // unit, 1)
+        micro = min(max(self.micro_batch_size // unit, 1), mini)
         sums: dict[str, float] = defaultdict(float)
         count = 0
         entropy_sum, entropy_tokens = 0.0, 0
         for _ in range(self.num_iterations):
-            order = torch.randperm(N, device=ro.input_ids.device) if self.num_iterations > 1 or mini < N else torch.arange(N)
-            for start in range(0, N, mini):
-                rows_mini = order[start : start + mini]
+            shuffle = self.num_iterations > 1 or mini < n_units
+            order = torch.randperm(n_units) if shuffle else torch.arange(n_units)
+            for start in range(0, n_units, mini):
+                units_mini = order[start : start + mini]
+                rows_mini = (units_mini.unsqueeze(1) * unit + torch.arange(unit)).flatten()
                 opt.zero_grad(set_to_none=True)
-                for m in range(0, len(rows_mini), micro):
-                    rows = rows_mini[m : m + micro]
-                    logps, entropy = completion_logprobs(
-                        self.policy, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length,
-                        None, self.generation.temperature, with_entropy=True,
-                    )
+                for m in range(0, len(rows_mini), micro * unit):
+                    rows = rows_mini[m : m + micro * unit]
+                    logps, entropy = self._logprobs(self.policy, ro, rows, with_entropy=True)
                     mask = loss_mask[rows]
                     out = policy_loss(
                         logps, old_logps[rows] if old_logps is not None else logps.detach(),
@@ -469,7 +492,10 @@ class ReRecPolicy(L.LightningModule):
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()
         if self.trainer.ckpt_path is None:
-            self.summary["val_before"] = self.accuracy_summary(self.evaluate_tasks(self.datamodule.tasks["val"]))
+            result = self.evaluate_tasks(self.datamodule.tasks["val"])
+            self.summary["val_before"] = self.accuracy_summary(result)
+            if self.trainer.is_global_zero:
+                write_report(result, self._run_dir(), "val_before")
             log.info("held-out accuracy before RL: %s", self.summary["val_before"])
             self.log_dict({"val_before/accuracy": self.summary["val_before"]["accuracy"]})
 
@@ -482,6 +508,8 @@ class ReRecPolicy(L.LightningModule):
     def on_train_end(self) -> None:
         result = self.evaluate_tasks(self.datamodule.tasks["val"])
         self.summary["val_after"] = self.accuracy_summary(result)
+        if self.trainer.is_global_zero:
+            write_report(result, self._run_dir(), "val_after")
         log.info("held-out accuracy after RL: %s", self.summary["val_after"])
         steps = max(self._rl_steps, 1)
         ctl = curriculum_of(self.trainer)

@@ -20,6 +20,8 @@ class GenerationConfig:
         top_k: Top-k sampling (0 = off).
         max_completion_length: Most tokens generated per completion; longer ones are cut (and counted in
             ``completions/clipped_ratio``).
+        share_prompt_prefill: Compute each prompt's KV cache once and share it between its G samples
+            (same result, G× less prefill work).
     """
 
     num_generations: int = 5
@@ -27,6 +29,7 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0
     max_completion_length: int = 256
+    share_prompt_prefill: bool = True
 
 
 @dataclass
@@ -97,9 +100,18 @@ def generate(
     g = num_generations or (1 if greedy else config.num_generations)
     device = next(model.parameters()).device
     ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
-    ids, mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)
     was_training = model.training
     model.eval()
+    cache = None
+    if g > 1 and config.share_prompt_prefill and ids.shape[1] > 1:
+        # Prefill each prompt once (all but its last token) and repeat the KV cache G times; generate
+        # then continues from the cache, so the prompt is not recomputed for every sample of the group.
+        cache = model(
+            input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+            position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0), use_cache=True,
+        ).past_key_values
+        cache.batch_repeat_interleave(g)
+    ids, mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)
     sampling = {} if greedy else {
         "temperature": config.temperature,
         "top_p": config.top_p,
@@ -114,6 +126,7 @@ def generate(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
+            past_key_values=cache,
             **sampling,
         )
     finally:

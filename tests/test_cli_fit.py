@@ -1,0 +1,89 @@
+"""End to end through the real CLI: fit on a small synthetic world, then test and predict from the
+checkpoint. Budgets are tiny: this checks the wiring and the run-folder contract, not learning (the
+learning claim is measured by the main command, see the README)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rerec.cli import main
+
+SMALL_WORLD = [
+    "--data.init_args.synthetic.num_items=300", "--data.init_args.synthetic.num_users=80",
+    "--data.init_args.synthetic.num_explicit=40", "--data.init_args.synthetic.num_implicit=20",
+    "--data.init_args.synthetic.num_misinformed=20", "--data.init_args.synthetic.num_interest_records=6",
+]
+
+
+def _args(tmp: Path, *extra: str) -> list[str]:
+    return [
+        "--config", "configs/tiny.yaml", *SMALL_WORLD,
+        f"--data.init_args.world_dir={tmp / 'world'}",
+        "--data.init_args.batch_size=2", "--data.init_args.max_eval_queries=6",
+        "--data.init_args.eval_batch_size=6",
+        "--model.init_args.tiny.hidden_size=32", "--model.init_args.tiny.num_layers=1",
+        "--model.init_args.warm_start.steps=3", f"--model.init_args.warm_start.cache_dir={tmp / 'ws'}",
+        "--model.init_args.generation.num_generations=2",
+        "--model.init_args.generation.max_completion_length=8",
+        "--model.init_args.graph.inline_lightgcn_epochs=1",
+        f"--trainer.default_root_dir={tmp / 'runs'}", f"--trainer.logger.init_args.save_dir={tmp / 'runs'}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("fit")
+    callbacks = json.dumps([
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
+        {"class_path": "rerec.rl.checkpointing.AdapterExport"},
+    ])
+    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}")])
+    run = next((tmp / "runs" / "rerec").glob("version_*"))
+    return tmp, run
+
+
+def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
+    _, run = fitted
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("val_before", "val_after"):
+        assert set(summary[key]) >= {"accuracy", "accuracy_by_type"}
+        assert 0.0 <= summary[key]["accuracy"] <= 1.0
+        assert set(summary[key]["accuracy_by_type"]) <= {
+            "explicit", "implicit", "misinformed", "interest_based", "demographics"}
+    assert summary["steps"] == 2
+    assert set(summary["step_time_s"]) == {"generate", "score", "update"}
+    assert summary["rollout_tokens_per_s"] > 0 and summary["wall_time_s"] > 0
+    means = summary["train_metrics_mean"]
+    for name in ("reward", "reward_std", "rewards/format/mean", "rewards/ndcg/mean", "rewards/qas/mean",
+                 "rewards/pas/mean", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/low_mean",
+                 "clip_ratio/high_mean", "kl", "entropy", "policy_loss", "rollout_tokens_per_s",
+                 "time/generate_s", "time/score_s", "time/update_s", "raae/penalized_segment_frac",
+                 "curriculum/active", "curriculum/mean_difficulty"):
+        assert name in means, name
+    assert isinstance(summary["curriculum"], list)
+    assert "warm_start" in summary
+    config = (run / "config.yaml").read_text()
+    assert "rerec.rl.module.ReRecPolicy" in config and "RAAEAdvantage" in config
+    assert (run / "metrics.csv").exists() and (run / "val_before.md").exists() and (run / "val_after.json").exists()
+    assert (run / "completions.jsonl").exists()
+    assert (run / "model-final" / "config.json").exists()
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+
+
+def test_test_and_predict_from_the_checkpoint(fitted: tuple[Path, Path]) -> None:
+    tmp, run = fitted
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["test", *_args(tmp), f"--ckpt_path={ckpt}"])
+    main(["predict", *_args(tmp), f"--ckpt_path={ckpt}"])
+    later = sorted((tmp / "runs" / "rerec").glob("version_*"))
+    test_run, predict_run = later[-2], later[-1]
+    table = json.loads((test_run / "test_metrics.json").read_text())
+    assert table["overall"]["count"] == 6
+    rows = [json.loads(line) for line in (predict_run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert set(rows[0]) >= {"query_id", "type", "completion", "parsed_titles", "matched_item_ids", "match_kinds"}

@@ -10,7 +10,6 @@ The fully resolved config is saved as ``config.yaml`` in the run folder.
 from __future__ import annotations
 
 import logging
-import sys
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -32,7 +31,7 @@ def main(args: list[str] | None = None) -> ReRecCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=args if args is not None else sys.argv[1:],
+        args=args,
     )
 
 

@@ -158,7 +158,12 @@ class ReRecPolicy(L.LightningModule):
         dm = self.datamodule
         dm.load()
         if self.model_config.name_or_path == TINY:
-            tokenizer = build_tokenizer(self._tiny_corpus(dm), self.tiny.vocab_size)
+            entities = (
+                [it.title for it in dm.items.values()]
+                + [v for attrs in dm.attributes.values() for r, v in attrs if r != "Genre"]
+                if self.tiny.entity_tokens else []
+            )
+            tokenizer = build_tokenizer(self._tiny_corpus(dm), self.tiny.vocab_size, entities)
             base = build_tiny_model(self.tiny, tokenizer)
             self._maybe_warm_start(base, tokenizer, dm)  # before LoRA/reference: the reference is warm
             policy = prepare_policy(base, tokenizer, self.model_config)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 CHATML_TEMPLATE = (
@@ -42,6 +42,7 @@ class TinyModelConfig:
         num_kv_heads: Key/value heads (grouped-query attention).
         intermediate_size: MLP width.
         max_position_embeddings: Longest sequence (prompt + completion) the model accepts.
+        entity_tokens: Make every catalog title and knowledge-graph value (people, studios) one token.
         seed: Seed of the weight initialisation.
     """
 
@@ -52,11 +53,19 @@ class TinyModelConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 384
     max_position_embeddings: int = 1024
+    entity_tokens: bool = True
     seed: int = 0
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1536) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``corpus`` and wrap it with a ChatML template (pad = ``<|endoftext|>``)."""
+def build_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 1536, entities: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``corpus`` and wrap it with a ChatML template (pad = ``<|endoftext|>``).
+
+    ``entities`` (catalog titles, people, studios) become whole tokens, matched before BPE: a tiny model
+    then copies an item with one token instead of learning to copy a multi-token span, which is what
+    lets it learn the candidate task in minutes on a CPU. Decoding and character offsets are unchanged.
+    """
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -83,6 +92,9 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1536) -> PreTrained
         model_max_length=4096,
     )
     wrapped.chat_template = CHATML_TEMPLATE
+    names = sorted(set(entities))
+    if names:
+        wrapped.add_tokens([AddedToken(name, normalized=False, single_word=False) for name in names])
     return wrapped
 
 

@@ -1,0 +1,552 @@
+"""The paper's comparison in miniature: plain GRPO, RLOO, REINFORCE++, ReRec and ReRec's ablations on the
+embedded synthetic world, each from the same cached warm-start checkpoint under the same RL budget.
+
+    python benchmarks/ablation.py [--quick] [--out DIR] [--seeds 0 1 2] [--steps N]
+        [--variants grpo rerec ...] [--jobs 2] [--extra-args "--model.init_args.tiny.hidden_size=64 ..."]
+
+Every run is ``python -m rerec fit --config configs/tiny.yaml [variant overrides]`` in its own subprocess
+(``OMP_NUM_THREADS=1``, offline), with the same ``--trainer.max_steps``, ``--seed_everything=<seed>`` and
+its own run folder ``DIR/runs/<variant>/seed<k>``; ``--jobs`` runs go in parallel. A warm-up fit with
+``max_steps=0`` first builds the world and trains (or loads) the warm start alone, so parallel runs only
+load it from the shared cache (``warm_start.cache_dir``; its key does not include ``seed_everything``).
+
+Outputs in DIR (default ``runs/ablation``), rewritten atomically after every finished run:
+
+- ``ablation.json``: ``{"machine", "command", "settings", "results": {variant: [per-seed record]},
+  "warm_start_check"}``; a record is ``{"seed", "accuracy", "accuracy_by_type", "wall_time_s", "steps",
+  ...}`` with accuracy = held-out NDCG@1 after RL (``val_after``). ``results["warm_start"]`` holds the
+  warm start only (``val_before``), once per seed. A failed run keeps its record with ``accuracy: null``
+  and an ``error``.
+- ``ablation.md``: one row per variant, mean ± sample std over seeds, overall and per query type, and
+  the difference of overall means vs GRPO; failed runs are listed.
+- ``ablation.png``: overall accuracy per variant, error bars = sample std, dots = seeds.
+
+``--quick`` = one seed and ``QUICK_STEPS`` RL steps for every variant (designed for < 15 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = "configs/tiny.yaml"
+GRPO_CONFIG = "configs/tiny-grpo.yaml"
+# --quick budget: one seed, fewer RL steps (half of tiny.yaml's 120); calibrate so that all variants
+# finish in < 15 min with --jobs 2 on the 2-core machine.
+QUICK_STEPS = 60
+QUICK_SEEDS = (0,)
+DEFAULT_SEEDS = (0, 1, 2)
+BASELINE = "grpo"
+WARM_START = "warm_start"
+QUERY_TYPES = ("explicit", "implicit", "misinformed", "interest_based", "demographics")
+_ADVANTAGE = "--model.init_args.advantage=rerec.rl.advantages."
+RUN_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the study: CLI arguments on top of ``--config configs/tiny.yaml``.
+
+    Args:
+        name: Key in ``ablation.json`` and row of the table.
+        description: What differs from full ReRec / GRPO (for the table's legend).
+        configs: Extra ``--config`` files, applied right after the base config (before ``--extra-args``).
+        overrides: ``--key=value`` overrides, applied after ``--extra-args`` so that shared overrides
+            cannot undo what defines the variant.
+    """
+
+    name: str
+    description: str
+    configs: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("grpo", "GRPO: NDCG reward only, sequence-level group advantages, no curriculum", (GRPO_CONFIG,)),
+    Variant("rloo", "GRPO with RLOO advantages", (GRPO_CONFIG,), (_ADVANTAGE + "RLOOAdvantage",)),
+    Variant("reinforce_pp", "GRPO with REINFORCE++ advantages", (GRPO_CONFIG,), (_ADVANTAGE + "ReinforcePPAdvantage",)),
+    Variant("rerec", "ReRec: NDCG + QAS + PAS reward, RAAE, online curriculum"),
+    Variant("rerec_no_raae", "ReRec with GRPO advantages instead of RAAE", (), (_ADVANTAGE + "GRPOAdvantage",)),
+    Variant("rerec_no_qas", "ReRec without QAS (w_qas = 0)", (), ("--model.init_args.reward.w_qas=0",)),
+    Variant("rerec_no_pas", "ReRec without PAS (w_pas = 0)", (), ("--model.init_args.reward.w_pas=0",)),
+    Variant("rerec_no_curriculum", "ReRec with static shuffling", (), ("--data.init_args.curriculum.mode=static",)),
+)}
+
+
+# ================================================================================= runs
+def fit_args(variant: Variant, seed: int, steps: int, run_dir: Path, extra: Sequence[str] = ()) -> list[str]:
+    """Arguments of ``python -m rerec`` for one run of ``variant``."""
+    args = ["fit", "--config", BASE_CONFIG]
+    for config in variant.configs:
+        args += ["--config", config]
+    return [
+        *args, *extra, *variant.overrides,
+        f"--trainer.max_steps={steps}", f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir}",
+    ]
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    text = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def run_fit(args: Sequence[str], run_dir: Path) -> tuple[int, float, Path]:
+    """Run ``python -m rerec <args>`` from the repository root into a fresh ``run_dir``.
+
+    Returns (exit code, seconds, log file); stdout and stderr go to ``run_dir/fit.log``.
+    """
+    if run_dir.exists():  # a rerun must not mix with an older version_* folder
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    log_path = run_dir / "fit.log"
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("python -m rerec " + shlex.join(args) + "\n")
+        log.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", "rerec", *args], cwd=REPO, env={**os.environ, **RUN_ENV},
+            stdout=log, stderr=subprocess.STDOUT, check=False,
+        )
+    return proc.returncode, time.perf_counter() - start, log_path
+
+
+def run_record(seed: int, run_dir: Path, rc: int, seconds: float, log_path: Path) -> dict[str, Any]:
+    """The per-seed record of a finished run: read from its ``summary.json``, or the error."""
+    record: dict[str, Any] = {
+        "seed": seed, "accuracy": None, "accuracy_by_type": {}, "wall_time_s": None, "steps": None,
+        "process_time_s": round(seconds, 1), "run_dir": str(run_dir), "log": str(log_path),
+    }
+    summaries = sorted(run_dir.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
+    if rc != 0 or not summaries:
+        why = f"exit code {rc}" if rc != 0 else "no summary.json written"
+        record["error"] = f"{why}: {_log_tail(log_path)}"
+        return record
+    try:
+        summary = json.loads(summaries[-1].read_text())
+        after, before = summary["val_after"], summary["val_before"]
+        record.update({
+            "accuracy": float(after["accuracy"]),
+            "accuracy_by_type": {k: float(v) for k, v in after["accuracy_by_type"].items()},
+            "count": after.get("count"),
+            "wall_time_s": summary.get("wall_time_s"),
+            "steps": summary.get("steps"),
+            "val_before": {"accuracy": float(before["accuracy"]),
+                           "accuracy_by_type": {k: float(v) for k, v in before["accuracy_by_type"].items()},
+                           "count": before.get("count")},
+            "warm_start": summary.get("warm_start"),
+            "summary": str(summaries[-1]),
+        })
+    except (KeyError, TypeError, ValueError) as err:
+        record["error"] = f"{summaries[-1]}: unreadable summary ({type(err).__name__}: {err})"
+    return record
+
+
+def warm_start_results(results: dict[str, list[dict[str, Any]]], order: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Warm-start-only records (``val_before``), one per seed, and the check that runs agree on it.
+
+    The record of a seed comes from its first finished run in ``order``; every other run of the seed must
+    report the same ``val_before`` (same cached checkpoint, greedy decoding), and so should the seeds
+    between them (``seed_everything`` is not part of the warm start).
+    """
+    per_seed: dict[int, dict[str, Any]] = {}
+    mismatches: list[str] = []
+    for name in order:
+        for rec in results.get(name, []):
+            before = rec.get("val_before")
+            if before is None:
+                continue
+            seed = rec["seed"]
+            first = per_seed.get(seed)
+            if first is None:
+                per_seed[seed] = {
+                    "seed": seed, "accuracy": before["accuracy"], "accuracy_by_type": before["accuracy_by_type"],
+                    "count": before.get("count"), "wall_time_s": (rec.get("warm_start") or {}).get("time_s"),
+                    "steps": 0, "from": name,
+                }
+            elif before["accuracy"] != first["accuracy"] or before["accuracy_by_type"] != first["accuracy_by_type"]:
+                mismatches.append(
+                    f"seed {seed}: {name} started at val_before {before['accuracy']:.4f}, "
+                    f"{first['from']} at {first['accuracy']:.4f}"
+                )
+    records = [per_seed[s] for s in sorted(per_seed)]
+    values = {r["accuracy"] for r in records}
+    check = {"consistent": not mismatches, "mismatches": mismatches, "same_across_seeds": len(values) <= 1}
+    return records, check
+
+
+# ================================================================================= aggregation
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1); the std of a single value is 0."""
+    if not values:
+        raise ValueError("mean_std: no value")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: Sequence[float], digits: int = 3) -> str:
+    """``"0.512 ± 0.034"``; ``"0.512 ± 0"`` for one value; ``"—"`` for none."""
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f} ± 0"
+
+
+@dataclass
+class VariantSummary:
+    """Aggregate of one variant's per-seed records.
+
+    Args:
+        name: Variant name.
+        overall: Successful runs' overall accuracies, in seed order.
+        by_type: Per query type, the successful runs' accuracies.
+        failed: ``(seed, error)`` of the failed runs.
+        delta: Mean overall accuracy minus the baseline's (``None`` for the baseline itself or when
+            either has no successful run).
+    """
+
+    name: str
+    overall: list[float] = field(default_factory=list)
+    by_type: dict[str, list[float]] = field(default_factory=dict)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    delta: float | None = None
+
+
+def summarise(results: dict[str, list[dict[str, Any]]], baseline: str = BASELINE) -> dict[str, VariantSummary]:
+    """Per-variant summaries in ``results`` order, with Δ of overall means vs ``baseline``."""
+    out: dict[str, VariantSummary] = {}
+    for name, records in results.items():
+        s = VariantSummary(name)
+        for rec in sorted(records, key=lambda r: r["seed"]):
+            if rec.get("error") or rec.get("accuracy") is None:
+                s.failed.append((rec["seed"], rec.get("error") or "no accuracy"))
+                continue
+            s.overall.append(float(rec["accuracy"]))
+            for qtype, acc in rec.get("accuracy_by_type", {}).items():
+                s.by_type.setdefault(qtype, []).append(float(acc))
+        out[name] = s
+    base = out.get(baseline)
+    if base is not None and base.overall:
+        base_mean = statistics.fmean(base.overall)
+        for name, s in out.items():
+            if name != baseline and s.overall:
+                s.delta = statistics.fmean(s.overall) - base_mean
+    return out
+
+
+def query_types(summaries: dict[str, VariantSummary]) -> list[str]:
+    """Query types present in any summary: the canonical five first, then any other, sorted."""
+    seen = {t for s in summaries.values() for t in s.by_type}
+    return [t for t in QUERY_TYPES if t in seen] + sorted(seen - set(QUERY_TYPES))
+
+
+def markdown_table(summaries: dict[str, VariantSummary], baseline: str = BASELINE, digits: int = 3) -> str:
+    """One row per variant: runs, overall and per-type mean ± std, Δ overall vs ``baseline``."""
+    types = query_types(summaries)
+    head = ["variant", "runs", "overall", *types, f"Δ vs {baseline.upper()}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    base_ok = baseline in summaries and bool(summaries[baseline].overall)
+    for name, s in summaries.items():
+        total = len(s.overall) + len(s.failed)
+        runs = f"{len(s.overall)}/{total}"
+        if s.failed:
+            runs += " (failed: " + ", ".join(f"seed {seed}" for seed, _ in s.failed) + ")"
+        if name == WARM_START:
+            delta = f"{statistics.fmean(s.overall) - statistics.fmean(summaries[baseline].overall):+.{digits}f}" \
+                if base_ok and s.overall else "n/a"
+        elif name == baseline:
+            delta = "—" if s.overall else "n/a (all runs failed)"
+        elif s.delta is not None:
+            delta = f"{s.delta:+.{digits}f}"
+        else:
+            delta = "n/a (all runs failed)" if not s.overall else f"n/a ({baseline} failed or absent)"
+        overall = format_mean_std(s.overall, digits) if s.overall else "**failed**"
+        cells = [name, runs, overall, *(format_mean_std(s.by_type.get(t, []), digits) for t in types), delta]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """``ablation.md``: context (machine, command, budget), the table, failures and warnings."""
+    settings, machine = doc["settings"], doc["machine"]
+    summaries = summarise(doc["results"])
+    parts = [
+        "# ReRec ablation on the embedded synthetic world\n",
+        f"Held-out accuracy (NDCG@1 on the validation split, greedy decoding) after {settings['steps']} RL "
+        f"steps, mean ± sample std over seeds {settings['seeds']}. `warm_start` is the shared warm-start "
+        "checkpoint before RL (`val_before`).\n",
+        f"- command: `{doc['command']}`",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, {machine['platform']}",
+        f"- runs in parallel: {settings['jobs']}; total time: {_minutes(settings.get('total_time_s'))}\n",
+        markdown_table(summaries),
+    ]
+    check = doc.get("warm_start_check", {})
+    if check.get("mismatches"):
+        parts.append("**WARNING: runs of the same seed started from different warm starts:**\n")
+        parts += [f"- {m}" for m in check["mismatches"]] + [""]
+    elif check and not check.get("same_across_seeds", True):
+        parts.append("**WARNING: the warm start differs between seeds** (expected one shared checkpoint).\n")
+    failed = [(name, seed, err) for name, s in summaries.items() for seed, err in s.failed]
+    if failed:
+        parts.append("## Failed runs\n")
+        parts += [f"- {name} seed {seed}: {err}" for name, seed, err in failed] + [""]
+    parts.append("## Variants\n")
+    parts += [f"- `{name}`: {VARIANTS[name].description}" for name in summaries if name in VARIANTS]
+    return "\n".join(parts) + "\n"
+
+
+# ================================================================================= chart
+_COLOURS = {WARM_START: "#bdbdbd", BASELINE: "#e6550d", "rloo": "#fdae6b", "reinforce_pp": "#fdae6b",
+            "rerec": "#08519c"}
+_ABLATION_COLOUR = "#6baed6"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Bar chart of overall accuracy per variant (error bars = sample std, dots = seeds), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    summaries = summarise(doc["results"])
+    names = list(summaries)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(names) + 2), 5.2), dpi=120)
+    top = 0.05
+    for x, name in enumerate(names):
+        s = summaries[name]
+        colour = _COLOURS.get(name, _ABLATION_COLOUR)
+        if not s.overall:
+            ax.text(x, 0.01, "failed", ha="center", va="bottom", color="red", fontweight="bold", rotation=90)
+            continue
+        mean, std = mean_std(s.overall)
+        ax.bar(x, mean, 0.7, color=colour, edgecolor="black", linewidth=0.8,
+               hatch="//" if name == WARM_START else None, zorder=2)
+        ax.errorbar(x, mean, yerr=std, color="black", capsize=5, linewidth=1.2, zorder=3)
+        offsets = [0.0] if len(s.overall) == 1 else [-0.18 + 0.36 * i / (len(s.overall) - 1) for i in range(len(s.overall))]
+        ax.scatter([x + o for o in offsets], s.overall, s=16, color="black", zorder=4)
+        label = f"{mean:.3f}" + (f"\n{len(s.overall)}/{len(s.overall) + len(s.failed)} runs" if s.failed else "")
+        peak = max(mean + std, *s.overall)
+        ax.text(x, peak + 0.01, label, ha="center", va="bottom", fontsize=9)
+        top = max(top, peak)
+    base = summaries.get(BASELINE)
+    if base is not None and base.overall:
+        ax.axhline(statistics.fmean(base.overall), color=_COLOURS[BASELINE], linestyle="--", linewidth=1, zorder=1)
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(0, min(1.05, top * 1.2 + 0.03))
+    ax.set_ylabel("held-out accuracy (NDCG@1)")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    settings, machine = doc["settings"], doc["machine"]
+    ax.set_title(
+        f"ReRec ablation, embedded world: {settings['steps']} RL steps, {len(settings['seeds'])} seed(s)\n"
+        f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}", fontsize=10,
+    )
+    ax.legend(handles=[
+        Patch(facecolor=_COLOURS[WARM_START], hatch="//", edgecolor="black", label="warm start (before RL)"),
+        Patch(facecolor=_COLOURS[BASELINE], edgecolor="black", label="GRPO (dashed line = its mean)"),
+        Patch(facecolor=_COLOURS["rloo"], edgecolor="black", label="other baselines"),
+        Patch(facecolor=_COLOURS["rerec"], edgecolor="black", label="ReRec"),
+        Patch(facecolor=_ABLATION_COLOUR, edgecolor="black", label="ReRec ablations"),
+    ], fontsize=8, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ================================================================================= output
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts and library versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "lightning", "transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        **versions, "python": platform.python_version(), "platform": platform.platform(),
+    }
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def document(machine: dict[str, Any], command: str, settings: dict[str, Any],
+             results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ``ablation.json`` document: warm start first, then the variants in settings order."""
+    order = [v for v in settings["variants"] if v in results]
+    warm, check = warm_start_results(results, order)
+    ordered = {WARM_START: warm, **{v: sorted(results[v], key=lambda r: r["seed"]) for v in order}}
+    return {"machine": machine, "command": command, "settings": settings, "results": ordered,
+            "warm_start_check": check}
+
+
+def write_outputs(out: Path, doc: dict[str, Any], chart: bool = True) -> None:
+    """``ablation.json`` and ``ablation.md`` (and ``ablation.png`` when ``chart``) in ``out``."""
+    atomic_write_text(out / "ablation.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out / "ablation.md", render_markdown(doc))
+    if chart:
+        plot(doc, out / "ablation.png")
+
+
+# ================================================================================= main
+def default_steps() -> int:
+    """``trainer.max_steps`` of the base config."""
+    config = yaml.safe_load((REPO / BASE_CONFIG).read_text())
+    try:
+        return int(config["trainer"]["max_steps"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{REPO / BASE_CONFIG}: trainer.max_steps missing or not an integer") from err
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"1 seed ({QUICK_SEEDS[0]}) and {QUICK_STEPS} RL steps unless --seeds/--steps say otherwise")
+    p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
+    p.add_argument("--seeds", type=int, nargs="+", help=f"seed_everything values (default {list(DEFAULT_SEEDS)})")
+    p.add_argument("--steps", type=int, help="RL steps of every run (default: trainer.max_steps of configs/tiny.yaml)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT",
+                   help=f"variants to run (default all: {' '.join(VARIANTS)})")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
+    p.add_argument("--extra-args", default="", help="CLI overrides added to every run, one shell-quoted string; write "
+                        '--extra-args="--key=value" when it starts with -- and has no space')
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be >= 1")
+    if len(set(args.variants)) != len(args.variants):
+        p.error("--variants lists a variant twice")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        p.error("--seeds lists a seed twice")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the study; returns the ``ablation.json`` document."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
+    steps = args.steps or (QUICK_STEPS if args.quick else default_steps())
+    extra = shlex.split(args.extra_args)
+    out = args.out.resolve()
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {
+        "quick": args.quick, "steps": steps, "seeds": seeds, "variants": args.variants, "jobs": args.jobs,
+        "extra_args": args.extra_args, "base_config": BASE_CONFIG,
+        "variant_args": {v: {"configs": list(VARIANTS[v].configs), "overrides": list(VARIANTS[v].overrides)}
+                         for v in args.variants},
+    }
+    command = "python " + shlex.join(["benchmarks/ablation.py", *argv])
+    machine = machine_info()
+
+    # Warm-up: world + warm start computed once, alone (max_steps=0 stops before any RL or evaluation).
+    study_start = time.perf_counter()
+    warm_dir = out / "runs" / "_warmup"
+    print(f"warm-up (world + warm start) in {warm_dir} ...", flush=True)
+    rc, seconds, log_path = run_fit(fit_args(VARIANTS[BASELINE], seeds[0], 0, warm_dir, extra), warm_dir)
+    settings["warmup"] = {"exit_code": rc, "time_s": round(seconds, 1), "log": str(log_path)}
+    if rc != 0:
+        raise SystemExit(f"warm-up failed (exit code {rc}), see {log_path}: {_log_tail(log_path)}")
+
+    jobs = [(v, s) for s in seeds for v in args.variants]  # seed-major: an interrupted study has whole seeds
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+
+    def one(variant: str, seed: int) -> dict[str, Any]:
+        run_dir = out / "runs" / variant / f"seed{seed}"
+        rc, seconds, log_path = run_fit(fit_args(VARIANTS[variant], seed, steps, run_dir, extra), run_dir)
+        return run_record(seed, run_dir, rc, seconds, log_path)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(one, v, s): (v, s) for v, s in jobs}
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                variant, seed = futures[future]
+                try:
+                    record = future.result()
+                except Exception as err:  # the runner's own failure (e.g. disk): keep the run as failed
+                    record = {"seed": seed, "accuracy": None, "accuracy_by_type": {}, "wall_time_s": None,
+                              "steps": None, "error": f"runner: {type(err).__name__}: {err}"}
+                results[variant].append(record)  # only this thread touches results and the files
+                write_outputs(out, document(machine, command, settings, results), chart=False)
+                if record.get("error"):
+                    print(f"[{done}/{len(jobs)}] {variant} seed {seed}: FAILED: {record['error']}", flush=True)
+                else:
+                    print(f"[{done}/{len(jobs)}] {variant} seed {seed}: NDCG@1 {record['accuracy']:.3f} "
+                          f"(before RL {record['val_before']['accuracy']:.3f}) in {record['process_time_s']:.0f} s",
+                          flush=True)
+        except KeyboardInterrupt:  # Ctrl-C also stops the running fits; start no new one
+            for future in futures:
+                future.cancel()
+            raise
+    settings["total_time_s"] = round(time.perf_counter() - study_start, 1)
+    doc = document(machine, command, settings, results)
+    write_outputs(out, doc)
+    for mismatch in doc["warm_start_check"]["mismatches"]:
+        print(f"WARNING: warm start mismatch: {mismatch}", file=sys.stderr, flush=True)
+    if not doc["warm_start_check"]["same_across_seeds"]:
+        print("WARNING: the warm start differs between seeds", file=sys.stderr, flush=True)
+    print(markdown_table(summarise(doc["results"])), flush=True)
+    print(f"written: {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", flush=True)
+    return doc
+
+
+def any_failed(doc: dict[str, Any]) -> bool:
+    """Whether any run of the study failed."""
+    return any(rec.get("error") for records in doc["results"].values() for rec in records)
+
+
+if __name__ == "__main__":
+    sys.exit(1 if any_failed(main()) else 0)

@@ -9,7 +9,7 @@ import pytest
 
 from rerec.data.answer import parse_answer
 from rerec.data.kg_input import item_attributes
-from rerec.data.prompts import PromptConfig, build_messages, describe_facts, reasoning_trace
+from rerec.data.prompts import fact_relations, PromptConfig, build_messages, describe_facts, reasoning_trace
 from rerec.data.recbench import load_release
 from rerec.data.records import Item, Query, QueryType, Release
 from rerec.data.synthetic import SyntheticWorldConfig, write_world
@@ -55,9 +55,9 @@ def test_misinformed_trace_exact_text() -> None:
     trace = reasoning_trace(task, ITEMS, ATTRS)
     assert trace == (
         "Silent River, The (1975): director Ann Lee, not Bo Chen.\n"
-        "Needs: director Ann Lee; genre Drama.\n"
-        "director Ann Lee; genre Drama: Painted Mirror, The (1987).\n"
-        "\\boxed{Painted Mirror, The (1987)}"
+        "Needs: genre Drama; director Ann Lee.\n"  # most specific fact last
+        "director Ann Lee Painted Mirror, The (1987).\n"  # the deciding fact, then the choice
+        "\\boxed{ Painted Mirror, The (1987)}"
     )
     assert parse_answer(trace) == ["Painted Mirror, The (1987)"]
 
@@ -74,10 +74,10 @@ def test_implicit_trace_starts_with_the_true_reference_fact() -> None:
 def test_trace_without_conditions_uses_genre() -> None:
     task = _task(QueryType.INTEREST_BASED, conditions=())
     assert reasoning_trace(task, ITEMS, ATTRS) == (
-        "genre Drama: Painted Mirror, The (1987).\n\\boxed{Painted Mirror, The (1987)}"
+        "genre Drama Painted Mirror, The (1987).\n\\boxed{ Painted Mirror, The (1987)}"
     )
     bare = reasoning_trace(task, ITEMS, {})  # no facts known: title only
-    assert bare == "Painted Mirror, The (1987).\n\\boxed{Painted Mirror, The (1987)}"
+    assert bare == "Painted Mirror, The (1987).\n\\boxed{ Painted Mirror, The (1987)}"
 
 
 def test_candidate_prompt_with_and_without_facts() -> None:
@@ -89,9 +89,9 @@ def test_candidate_prompt_with_and_without_facts() -> None:
     assert user["content"] == (
         "I'd like a drama film.\n"
         "Candidates (3):\n"
-        "- director Bo Chen; genre Comedy: Golden Harbor (1990)\n"
-        "- director Ann Lee; genre Drama: Painted Mirror, The (1987)\n"
-        "- director Bo Chen; genre Drama, War: Hollow Engine, A (2001)\n"
+        "- genre Comedy; director Bo Chen Golden Harbor (1990)\n"
+        "- genre Drama; director Ann Lee Painted Mirror, The (1987)\n"
+        "- genre Drama, War; director Bo Chen Hollow Engine, A (2001)\n"
         "Choose one film from the candidates."
     )
     _, plain = build_messages(task, ITEMS, ATTRS, PromptConfig(candidate_facts=False, item_noun="book"))
@@ -155,7 +155,7 @@ def test_world_traces_and_facts(world: tuple[Release, dict[int, set[tuple[str, s
         title = release.items[task.target_id].title
         trace = reasoning_trace(task, release.items, attrs)
         lines = trace.splitlines()
-        assert lines[-1] == f"\\boxed{{{title}}}"
+        assert lines[-1] == f"\\boxed{{ {title}}}"
         assert parse_answer(trace) == [title]
         hops = task.query.extra.get("multihop_info")
         if hops:  # implicit / misinformed: the referenced item's true fact comes first
@@ -171,14 +171,15 @@ def test_world_traces_and_facts(world: tuple[Release, dict[int, set[tuple[str, s
             else:
                 assert lines[0] == f"{fact}."
         # every candidate line shows exactly the KG's values for the relations the request is about
-        relations = list(dict.fromkeys(r for r, _ in task.query.conditions)) or ["Genre"]
+        relations = fact_relations(task)  # condition relations, most specific last
+        assert set(relations) == ({r for r, _ in task.query.conditions} or {"Genre"})
         content = build_messages(task, release.items, attrs, cfg)[1]["content"].splitlines()
         start = content.index(f"Candidates ({len(task.candidate_ids)}):")
         n = len(task.candidate_ids)
         assert content[start + 1 + n] == "Choose one film from the candidates."
         for line, item_id in zip(content[start + 1 : start + 1 + n], task.candidate_ids, strict=True):
             facts = describe_facts(kg[item_id], relations)
-            assert line == f"- {facts}: {release.items[item_id].title}"
+            assert line == f"- {facts} {release.items[item_id].title}"
     assert seen_types == {t.value for t in QueryType}
 
 

@@ -49,7 +49,8 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         query_types: Train/evaluate only these query types (default: all five).
         test_fraction: Share of each query type held out for testing.
         val_fraction: Share of the remaining queries of each type used for validation.
-        max_train_queries: Cap on training tasks (stratified order; ``null`` = all).
+        max_train_queries: Cap on the RL training tasks (round-robin over query types; ``null`` = all).
+            The warm start still uses the whole training split (``warm_start_tasks``).
         max_eval_queries: Cap on validation and test tasks each (``null`` = all).
         batch_size: Prompts per RL step (B); each gets ``num_generations`` rollouts.
         eval_batch_size: Prompts per evaluation generate call.
@@ -133,6 +134,8 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
                 )
             else:
                 tasks, stats = build_open_tasks(split)
+            if name == "train":
+                self.warm_start_tasks = tasks
             limit = self.max_train_queries if name == "train" else self.max_eval_queries
             if limit is not None and len(tasks) > limit:
                 tasks = _stratified_head(tasks, limit)

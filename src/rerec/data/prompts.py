@@ -1,17 +1,23 @@
 """Chat prompts for the recommendation tasks and the reasoning traces used by the warm start.
 
 Prompt (candidate task): the request, optionally the user's history, then the candidates one per line,
-optionally followed by their known facts for the relations the request is about; the model reasons and
-ends with one title in ``\\boxed{}``. Open task: the request (and history), answer with up to K titles in one
-box separated by ``;``.
+optionally preceded by their known facts for the relations the request is about (most specific
+relation last, right before the title); the model reasons and ends with one title in ``\\boxed{}``.
+Open task: the request (and history), answer with up to K titles in one box separated by ``;``.
 
 The reasoning trace of a candidate task (one segment per line, the answer line last) is what a correct
 model would write, and is what RAAE segments:
 
     Silent River (1975): director Ann Lee, not Bo Chen.      (implicit/misinformed: the referenced fact)
-    Needs: director Ann Lee; genre Drama.                    (condition queries)
-    director Ann Lee; genre Drama: Painted Mirror, The (1987).
-    \\boxed{Painted Mirror, The (1987)}
+    Needs: genre Drama; director Ann Lee.                    (condition queries)
+    director Ann Lee Painted Mirror, The (1987).             (the deciding fact, then the choice)
+    \\boxed{ Painted Mirror, The (1987)}
+
+A candidate line reads ``- genre Drama; director Ann Lee Painted Mirror, The (1987)``: the title follows
+the most specific fact directly, so "which candidate has director Ann Lee" is answered by one lookup of
+what follows that name (with the tiny model's entity tokens, one token). Queries whose negatives share
+that fact but not another one stay ambiguous for a shallow reader — the room RL has to improve.
+The box puts a space before the title so the title is the same (entity) token as in the list.
 """
 
 from __future__ import annotations
@@ -73,9 +79,16 @@ def _phrase(relation: str) -> str:
     return RELATION_PHRASES.get(relation, relation.replace("_", " ").lower())
 
 
-def _fact_relations(task: RecTask) -> list[str]:
-    relations = list(dict.fromkeys(r for r, _ in task.query.conditions))
-    return relations or ["Genre"]
+# Order of relations in facts: broad first, most specific (people) last, next to the title.
+_SPECIFICITY = {"Genre": 0, "Language": 0, "Production_Country": 0, "Color_process": 0, "BELONGS_TO": 0,
+                "Produced_by": 1, "Distributed_by": 1, "Written_by": 2, "Screenplay_by": 2,
+                "Starring": 3, "Directed_by": 4}
+
+
+def fact_relations(task: RecTask) -> list[str]:
+    """Relations whose facts are shown for ``task`` (its condition relations, else genre), broad first."""
+    relations = list(dict.fromkeys(r for r, _ in task.query.conditions)) or ["Genre"]
+    return sorted(relations, key=lambda r: _SPECIFICITY.get(r, 3))
 
 
 def describe_facts(attrs: set[tuple[str, str]] | frozenset[tuple[str, str]], relations: Sequence[str]) -> str:
@@ -98,13 +111,12 @@ def build_messages(
         seen = [items[i].title for i in q.history_item_ids[: config.history_items] if i in items]
         lines.append("I have watched: " + "; ".join(seen) + ".")
     if task.candidate_ids:
-        relations = _fact_relations(task)
+        relations = fact_relations(task)
         lines.append(f"Candidates ({len(task.candidate_ids)}):")
         for item_id in task.candidate_ids:
             facts = describe_facts(attributes.get(item_id, set()), relations) if config.candidate_facts else ""
-            # Facts before the title: matching the facts then copying what follows is an easy pattern
-            # for a small model (and the same order the trace uses).
-            lines.append(f"- {facts}: {items[item_id].title}" if facts else f"- {items[item_id].title}")
+            # Facts before the title, the most specific one last: the title is "what follows that fact".
+            lines.append(f"- {facts} {items[item_id].title}" if facts else f"- {items[item_id].title}")
         lines.append(f"Choose one {config.item_noun} from the candidates.")
     else:
         lines.append(
@@ -129,13 +141,16 @@ def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attrib
         if wrong:
             line += f", not {wrong[0]}"
         lines.append(line + ".")
+    relations = fact_relations(task)
     if q.conditions:
-        needs = "; ".join(f"{_phrase(r)} {v}" for r, v in q.conditions)
+        order = {r: i for i, r in enumerate(relations)}
+        needs = "; ".join(f"{_phrase(r)} {v}" for r, v in sorted(q.conditions, key=lambda c: order[c[0]]))
         lines.append(f"Needs: {needs}.")
     target = items[task.target_id]
-    facts = describe_facts(attributes.get(task.target_id, set()), _fact_relations(task))
-    lines.append(f"{facts}: {target.title}." if facts else f"{target.title}.")
-    lines.append(f"\\boxed{{{target.title}}}")
+    # The deciding (most specific) fact of the target, then its title.
+    key = describe_facts(attributes.get(task.target_id, set()), relations[-1:])
+    lines.append(f"{key} {target.title}." if key else f"{target.title}.")
+    lines.append(f"\\boxed{{ {target.title}}}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ the same readers as the real release, so every code path is the real one:
 How the world is built (all draws from one ``numpy`` generator seeded by ``seed``):
 
 - items get a title with a year (MovieLens style: a leading article moves to the end, ``"Silent River,
-  The (1987)"``), one or two genres, a director, two stars, a writer and a studio;
+  The (1987)"``), a genre, a director, a lead actor, a writer and a studio;
 - users get MovieLens demographics and a latent taste (two favourite genres and a favourite studio, with
   age-band tendencies); their history is drawn with probability ∝ popularity × taste;
 - explicit queries state 1–3 conditions of an item in the source user's history; the ground truth is every
@@ -90,7 +90,8 @@ class SyntheticWorldConfig:
         num_reference_items: Size of the pool of well-known items that implicit and misinformed queries
             refer to; small so that a tiny model can learn their facts.
         history_length: Mean number of items in a user's history.
-        num_explicit: Explicit condition queries.
+        num_explicit: Explicit condition queries. Thousands, not hundreds: with a few hundred training
+            queries a small model memorises query → answer instead of learning to read the candidates.
         num_implicit: Implicit condition queries.
         num_misinformed: Misinformed condition queries.
         num_interest_records: Interest-based records (each yields up to 4 queries).
@@ -104,10 +105,10 @@ class SyntheticWorldConfig:
     num_actors: int = 70
     num_reference_items: int = 30
     history_length: int = 40
-    num_explicit: int = 360
-    num_implicit: int = 170
-    num_misinformed: int = 120
-    num_interest_records: int = 40
+    num_explicit: int = 3000
+    num_implicit: int = 700
+    num_misinformed: int = 450
+    num_interest_records: int = 100
     max_conditions: int = 2
 
 
@@ -173,11 +174,11 @@ class _WorldBuilder:
             if name in names:
                 continue
             names.add(name)
-            n_genres = 1 + int(self.rng.random() < 0.4)
+            # One value per relation keeps every fact a single key in the prompt (see prompts.py).
             attributes = {
-                "Genre": self.pick(GENRES, size=n_genres),
+                "Genre": [self.pick(GENRES)],
                 "Directed_by": [self.pick(directors)],
-                "Starring": self.pick(actors, size=2),
+                "Starring": [self.pick(actors)],
                 "Written_by": [self.pick(directors)],
                 "Produced_by": [self.pick(STUDIOS)],
             }

@@ -200,7 +200,7 @@ class ReRecPolicy(L.LightningModule):
         for split in dm.tasks.values():
             for task in split:
                 corpus += [m["content"] for m in build_messages(task, dm.items, dm.attributes, dm.prompt)]
-        corpus += [reasoning_trace(t, dm.items, dm.attributes) for t in dm.tasks["train"] if t.candidate_ids]
+        corpus += [reasoning_trace(t, dm.items, dm.attributes) for t in dm.warm_start_tasks if t.candidate_ids]
         return corpus
 
     def _maybe_warm_start(self, model: torch.nn.Module, tokenizer, dm) -> None:
@@ -208,18 +208,20 @@ class ReRecPolicy(L.LightningModule):
         if cfg.steps <= 0:
             return
         self.tokenizer = tokenizer
-        tasks = [t for t in dm.tasks["train"] if t.candidate_ids][: cfg.max_examples]
+        tasks = [t for t in dm.warm_start_tasks if t.candidate_ids][: cfg.max_examples]
         examples = [
             (self._encode_prompt(t, dm), tokenizer(reasoning_trace(t, dm.items, dm.attributes) + tokenizer.eos_token,
                                                    add_special_tokens=False).input_ids)
             for t in tasks
         ]
         key = cache_key(
-            "warm-start/1", self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
+            "warm-start/2", self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
             dm.test_fraction, dm.val_fraction, dm.query_types, dm.max_train_queries,
         )
-        stats = run_warm_start(model, examples, cfg, tokenizer.pad_token_id, key)
+        # The copy phase draws ordinary tokens (after the special tokens at the start of the vocabulary).
+        first = max(tokenizer.all_special_ids) + 1
+        stats = run_warm_start(model, examples, cfg, tokenizer.pad_token_id, key, (first, len(tokenizer)))
         self.summary["warm_start"] = stats
 
     # ================================================================== optimisation

@@ -94,7 +94,9 @@ def build_tokenizer(
     wrapped.chat_template = CHATML_TEMPLATE
     names = sorted(set(entities))
     if names:
-        wrapped.add_tokens([AddedToken(name, normalized=False, single_word=False) for name in names])
+        # With the leading space, "director Ann Lee Silent River (1975)" is [..., " Ann Lee", " Silent
+        # River (1975)"]: no separator token between a fact and the title that follows it.
+        wrapped.add_tokens([AddedToken(" " + name, normalized=False, single_word=False) for name in names])
     return wrapped
 
 

@@ -1,9 +1,17 @@
 """Short supervised warm start on correct reasoning traces, so RL starts from a policy that answers in
 the expected format (the embedded tiny model starts from random weights).
 
-Loss = next-token cross-entropy on the completion tokens only (prompt tokens are masked). The result is
-cached on disk under a key of everything that determines it, so repeated runs (tests, ablations with
-several seeds of RL) share one warm-started checkpoint instead of re-training it.
+Two phases:
+
+1. **Copy pre-training** (``copy_steps``, tiny model only): random token sequences shown twice, loss on
+   the repeat. A transformer trained from scratch sits on a long plateau before it can copy from its
+   context at all (the "induction head" phase change); a pretrained LLM has that ability, the random tiny
+   model does not. These steps are short sequences (cheap) and form the copy circuit in about a hundred
+   steps, after which the task phase learns in minutes instead of stalling.
+2. **Trace SFT** (``steps``): next-token cross-entropy on the completion tokens only (prompt masked).
+
+The result is cached on disk under a key of everything that determines it, so repeated runs (tests,
+ablations with several seeds of RL) share one warm-started checkpoint instead of re-training it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ class WarmStartConfig:
 
     Args:
         steps: Optimizer steps of supervised training on reasoning traces; 0 disables the warm start.
+        copy_steps: Copy pre-training steps before the trace SFT (0 = none; for models trained from
+            scratch, see the module docstring).
+        copy_length: Length of each random sequence of the copy phase (shown twice).
+        copy_batch_size: Sequences per copy step.
+        copy_mix: Also add a copy batch (half size) to every trace-SFT step, so the copy circuit is kept
+            while the task learns to use it (requires a copy vocabulary, like ``copy_steps``).
         lr: Peak learning rate (linear warm-up, then linear decay to 0).
         batch_size: Examples per step.
         warmup_steps: Linear warm-up steps.
@@ -45,6 +59,10 @@ class WarmStartConfig:
     """
 
     steps: int = 0
+    copy_steps: int = 0
+    copy_length: int = 12
+    copy_batch_size: int = 64
+    copy_mix: bool = False
     lr: float = 3e-3
     batch_size: int = 16
     warmup_steps: int = 20
@@ -87,16 +105,49 @@ def _batches(examples: Sequence[tuple[list[int], list[int]]], cfg: WarmStartConf
         yield ids, mask, labels
 
 
+def _copy_loss(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int], gen: torch.Generator,
+               batch_size: int) -> torch.Tensor:
+    """LM loss on the second half of random sequences ``x x`` (the first half is unpredictable)."""
+    device = next(model.parameters()).device
+    k = cfg.copy_length
+    x = torch.randint(vocab[0], vocab[1], (batch_size, k), generator=gen)
+    ids = torch.cat([x, x], dim=1).to(device)
+    labels = ids.clone()
+    labels[:, : k + 1] = -100
+    return model(input_ids=ids, labels=labels).loss
+
+
+def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int]) -> float:
+    """Copy phase: returns the mean loss of its last steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for step in range(cfg.copy_steps):
+        loss = _copy_loss(model, cfg, vocab, gen, cfg.copy_batch_size)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        if step % 50 == 0 or step == cfg.copy_steps - 1:
+            log.info("warm start copy step %d/%d loss %.4f", step + 1, cfg.copy_steps, losses[-1])
+    tail = losses[-10:]
+    return sum(tail) / len(tail)
+
+
 def run_warm_start(
     model: torch.nn.Module,
     examples: Sequence[tuple[list[int], list[int]]],
     cfg: WarmStartConfig,
     pad_id: int,
     key: str | None = None,
+    copy_vocab: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on (prompt ids, completion ids) pairs, or load the cached result.
 
-    Returns ``{"steps", "final_loss", "time_s", "cached"}``.
+    ``copy_vocab`` = (first, end) token-id range drawn by the copy phase (e.g. skip special tokens).
+    Returns ``{"steps", "copy_steps", "copy_final_loss", "final_loss", "time_s", "cached"}``.
     """
     cache = Path(cfg.cache_dir) / f"{key}.pt" if cfg.cache_dir and key else None
     if cache is not None and cache.exists():
@@ -116,9 +167,18 @@ def run_warm_start(
     was_training = model.training
     model.train()
     start, losses = time.perf_counter(), []
+    copy_loss = None
+    if (cfg.copy_steps > 0 or cfg.copy_mix) and copy_vocab is None:
+        raise ValueError("warm start: the copy phase needs copy_vocab (a token-id range)")
+    if cfg.copy_steps > 0:
+        copy_loss = _copy_pretrain(model, cfg, copy_vocab)
+    mix_gen = torch.Generator().manual_seed(cfg.seed + 1)
     for step, (ids, mask, labels) in enumerate(_batches(examples, cfg, pad_id)):
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
-        out.loss.backward()
+        loss = out.loss
+        if cfg.copy_mix:
+            loss = loss + _copy_loss(model, cfg, copy_vocab, mix_gen, max(cfg.copy_batch_size // 2, 1))
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         sched.step()
@@ -128,7 +188,10 @@ def run_warm_start(
             log.info("warm start step %d/%d loss %.4f", step + 1, cfg.steps, losses[-1])
     model.train(was_training)
     tail = losses[-10:]
-    stats = {"steps": cfg.steps, "final_loss": sum(tail) / len(tail), "time_s": time.perf_counter() - start}
+    stats = {
+        "steps": cfg.steps, "copy_steps": cfg.copy_steps, "copy_final_loss": copy_loss,
+        "final_loss": sum(tail) / len(tail), "time_s": time.perf_counter() - start,
+    }
     if not math.isfinite(stats["final_loss"]):
         raise FloatingPointError(f"warm start diverged (loss {stats['final_loss']}); lower warm_start.lr")
     if cache is not None:

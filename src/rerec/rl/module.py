@@ -349,7 +349,7 @@ class ReRecPolicy(L.LightningModule):
     def _all_logprobs(self, model, ro) -> torch.Tensor:
         N = ro.input_ids.shape[0]
         step = max(self.micro_batch_size // self._group_unit, 1) * self._group_unit
-        return torch.cat([self._logprobs(model, ro, torch.arange(s, min(s + step, N))) for s in range(0, N, step)])
+        return torch.cat([self._logprobs(model, ro, torch.arange(s, min(s + step, N)))[0] for s in range(0, N, step)])
 
     def _update(self, ro, advantages, loss_mask, old_logps, ref_logps) -> dict[str, float]:
         """μ passes of mini-batch optimizer steps with micro-batch gradient accumulation."""

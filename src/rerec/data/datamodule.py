@@ -9,6 +9,7 @@ tokenises the prompts once (it owns the tokenizer).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,15 +50,20 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         query_types: Train/evaluate only these query types (default: all five).
         test_fraction: Share of each query type held out for testing.
         val_fraction: Share of the remaining queries of each type used for validation.
+        warm_start_fraction: Share of the training split (per query type) kept for the supervised warm
+            start and left out of RL, so RL learns on queries the warm start has not memorised
+            (0 = RL and warm start share all training queries).
         max_train_queries: Cap on the RL training tasks (round-robin over query types; ``null`` = all).
-            The warm start still uses the whole training split (``warm_start_tasks``).
         max_eval_queries: Cap on validation and test tasks each (``null`` = all).
         batch_size: Prompts per RL step (B); each gets ``num_generations`` rollouts.
         eval_batch_size: Prompts per evaluation generate call.
         on_error: ``raise`` on malformed release input, or ``skip`` it (counted and logged).
         match_threshold: Fuzzy title-matching threshold (default 0.8 movie, 0.65 book).
         curriculum: Online curriculum settings (``mode: static`` turns it off for ablations).
-        seed: Seed of the splits, negatives and curriculum order.
+        seed: Seed of the splits and candidate negatives (fixed across RL seeds, so runs compare on the
+            same held-out queries).
+        order_seed: Seed of the training order (curriculum tie-breaks, static shuffles); ``null`` = the
+            run's ``seed_everything`` (so RL seeds also vary the data order), else ``seed``.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         query_types: list[str] | None = None,
         test_fraction: float = 0.3,
         val_fraction: float = 0.15,
+        warm_start_fraction: float = 0.5,
         max_train_queries: int | None = None,
         max_eval_queries: int | None = None,
         batch_size: int = 8,
@@ -81,6 +88,7 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         match_threshold: float | None = None,
         curriculum: CurriculumConfig | None = None,
         seed: int = 0,
+        order_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.root = root
@@ -94,6 +102,9 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         self.query_types = [QueryType(t).value for t in query_types] if query_types else None
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
+        if not 0 <= warm_start_fraction < 1:
+            raise ValueError(f"warm_start_fraction must be in [0, 1), got {warm_start_fraction}")
+        self.warm_start_fraction = warm_start_fraction
         self.max_train_queries = max_train_queries
         self.max_eval_queries = max_eval_queries
         self.batch_size = batch_size
@@ -102,6 +113,7 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         self.match_threshold = match_threshold
         self.curriculum = curriculum or CurriculumConfig()
         self.seed = seed
+        self.order_seed = order_seed
         self.release: Release | None = None
         self.stats: dict[str, Any] = {}
 
@@ -125,6 +137,10 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         if self.query_types:
             queries = [q for q in queries if q.query_type.value in self.query_types]
         splits = split_queries(queries, self.test_fraction, self.val_fraction, self.seed)
+        if self.warm_start_fraction:
+            # Carve the warm-start share out of train with the same stratified, seeded splitter.
+            parts = split_queries(splits["train"], self.warm_start_fraction, 0.0, self.seed + 1)
+            splits = {"warm_start": parts["test"], "train": parts["train"], "val": splits["val"], "test": splits["test"]}
         self.tasks: dict[str, list[RecTask]] = {}
         self.stats = {"release": release.stats, "queries": {k: len(v) for k, v in splits.items()}}
         for name, split in splits.items():
@@ -134,8 +150,11 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
                 )
             else:
                 tasks, stats = build_open_tasks(split)
-            if name == "train":
+            if name == "warm_start" or (name == "train" and not self.warm_start_fraction):
                 self.warm_start_tasks = tasks
+            if name == "warm_start":
+                self.stats["warm_start_tasks"] = {"count": len(tasks), **stats}
+                continue
             limit = self.max_train_queries if name == "train" else self.max_eval_queries
             if limit is not None and len(tasks) > limit:
                 tasks = _stratified_head(tasks, limit)
@@ -155,9 +174,14 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
             self.attach_curriculum(
                 CurriculumController(
                     [t.query_id for t in train], [t.query_type for t in train],
-                    self.batch_size, self.curriculum, self.seed,
+                    self.batch_size, self.curriculum, self._order_seed(),
                 )
             )
+
+    def _order_seed(self) -> int:
+        if self.order_seed is not None:
+            return self.order_seed
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))  # set by seed_everything
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:

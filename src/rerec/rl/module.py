@@ -197,7 +197,7 @@ class ReRecPolicy(L.LightningModule):
     def _tiny_corpus(self, dm) -> list[str]:
         """Text the tiny tokenizer is trained on: every prompt and every training trace."""
         corpus = []
-        for split in dm.tasks.values():
+        for split in [*dm.tasks.values(), dm.warm_start_tasks]:
             for task in split:
                 corpus += [m["content"] for m in build_messages(task, dm.items, dm.attributes, dm.prompt)]
         corpus += [reasoning_trace(t, dm.items, dm.attributes) for t in dm.warm_start_tasks if t.candidate_ids]
@@ -217,7 +217,7 @@ class ReRecPolicy(L.LightningModule):
         key = cache_key(
             "warm-start/2", self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
-            dm.test_fraction, dm.val_fraction, dm.query_types, dm.max_train_queries,
+            dm.test_fraction, dm.val_fraction, dm.warm_start_fraction, dm.query_types,
         )
         # The copy phase draws ordinary tokens (after the special tokens at the start of the vocabulary).
         first = max(tokenizer.all_special_ids) + 1
@@ -249,6 +249,7 @@ class ReRecPolicy(L.LightningModule):
         tasks = [t for t in batch for _ in range(G)]
         scored = self.reward(ro.texts, tasks, device)
         rewards = scored.total
+        t_reward = time.perf_counter() - t1
         N = rewards.shape[0]
         need_old = self.num_iterations > 1 or (self.mini_batch_size or N) < N
         with torch.no_grad():
@@ -288,6 +289,7 @@ class ReRecPolicy(L.LightningModule):
         self._rl_steps += 1
         self._times["generate"] += t1 - t0
         self._times["score"] += t2 - t1
+        self._times["reward"] += t_reward
         self._times["update"] += t3 - t2
         tokens = ro.num_completion_tokens
         self._rollout_tokens += tokens
@@ -303,6 +305,7 @@ class ReRecPolicy(L.LightningModule):
             "completions/parse_rate": sum(p is not None for p in scored.parsed) / N,
             "time/generate_s": t1 - t0,
             "time/score_s": t2 - t1,
+            "time/reward_s": t_reward,
             "time/update_s": t3 - t2,
             "rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
             "lr": self.optimizers().param_groups[0]["lr"],
@@ -525,10 +528,12 @@ class ReRecPolicy(L.LightningModule):
             "optimizer_steps": self.trainer.global_step,
             "wall_time_s": time.perf_counter() - getattr(self, "_fit_start", time.perf_counter()),
             "step_time_s": {k: self._times[k] / steps for k in ("generate", "score", "update")},
+            # part of "score": parsing, title matching, NDCG, QAS and PAS (advantages and curriculum excluded)
+            "reward_time_s": self._times["reward"] / steps,
             "rollout_tokens_per_s": self._rollout_tokens / max(self._times["generate"], 1e-9),
             "train_metrics_mean": {k: self._metric_sums[k] / self._metric_counts[k] for k in sorted(self._metric_sums)},
             "curriculum": ctl.history if ctl is not None else [],
-            "seed": getattr(self.trainer, "_rerec_seed", None),
+            "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
         })
         if self.trainer.is_global_zero:
             path = self._run_dir() / "summary.json"

@@ -12,11 +12,11 @@ TITLE_SEPARATOR = ";"
 MAX_ANSWER_CHARS = 2000  # a box longer than this is junk, not an answer
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last balanced ``\\boxed{...}`` in ``text``; ``None`` when there is none.
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """``(start of "\\boxed{", index after its "}")`` of the last balanced box; ``None`` when none closes.
 
     Several boxes: the last one wins (the model may draft, then correct itself). Braces inside the box
-    must balance; a box that is never closed does not count.
+    must balance; a box that is never closed does not count (an earlier, complete one is used).
     """
     start = text.rfind(BOX_OPEN)
     while start != -1:
@@ -28,9 +28,15 @@ def last_boxed(text: str) -> str | None:
                 depth -= 1
             i += 1
         if depth == 0:
-            return text[start + len(BOX_OPEN) : i - 1]
-        start = text.rfind(BOX_OPEN, 0, start)  # unclosed: try an earlier, complete box
+            return start, i
+        start = text.rfind(BOX_OPEN, 0, start)
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last balanced ``\\boxed{...}`` in ``text`` (see :func:`last_boxed_span`)."""
+    span = last_boxed_span(text)
+    return None if span is None else text[span[0] + len(BOX_OPEN) : span[1] - 1]
 
 
 def parse_answer(text: str, max_titles: int | None = 1) -> list[str] | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rerec.data.answer import BOX_OPEN
+from rerec.data.answer import last_boxed_span
 
 SegmentBy = Literal["line", "paragraph", "sentence"]
 SEGMENT_MODES: tuple[str, ...] = ("line", "paragraph", "sentence")
@@ -57,19 +57,7 @@ def last_box_span(text: str) -> Span | None:
 
     Returns ``(start of "\\boxed{", index after its closing "}")``, or ``None`` when no box closes.
     """
-    start = text.rfind(BOX_OPEN)
-    while start != -1:
-        depth, i = 1, start + len(BOX_OPEN)
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            return start, i
-        start = text.rfind(BOX_OPEN, 0, start)
-    return None
+    return last_boxed_span(text)
 
 
 def answer_line_span(text: str) -> Span | None:

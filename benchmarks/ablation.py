@@ -87,7 +87,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("rloo", "GRPO with RLOO advantages", (GRPO_CONFIG,), (_ADVANTAGE + "RLOOAdvantage",)),
     Variant("reinforce_pp", "GRPO with REINFORCE++ advantages", (GRPO_CONFIG,), (_ADVANTAGE + "ReinforcePPAdvantage",)),
     Variant("rerec", "ReRec: NDCG + QAS + PAS reward, RAAE, online curriculum"),
-    Variant("rerec_no_raae", "ReRec with GRPO advantages instead of RAAE", (), (_ADVANTAGE + "GRPOAdvantage",)),
+    # Same scale_rewards as ReRec's RAAE (tiny.yaml: false), so only the estimator changes.
+    Variant("rerec_no_raae", "ReRec with GRPO advantages instead of RAAE", (),
+            (_ADVANTAGE + "GRPOAdvantage", "--model.init_args.advantage.init_args.scale_rewards=false")),
     Variant("rerec_no_qas", "ReRec without QAS (w_qas = 0)", (), ("--model.init_args.reward.w_qas=0",)),
     Variant("rerec_no_pas", "ReRec without PAS (w_pas = 0)", (), ("--model.init_args.reward.w_pas=0",)),
     Variant("rerec_no_curriculum", "ReRec with static shuffling", (), ("--data.init_args.curriculum.mode=static",)),

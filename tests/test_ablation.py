@@ -153,6 +153,9 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
         advantage = config["model"]["init_args"]["advantage"]
         assert advantage["class_path"].endswith(classes.get(name, "RAAEAdvantage")), name
         instantiate_class((), advantage)  # the estimator accepts the init_args it ends up with
+        if name == "rerec_no_raae":  # only the estimator changes, not the reward scaling
+            assert advantage["init_args"]["scale_rewards"] == reference["model"]["init_args"]["advantage"][
+                "init_args"]["scale_rewards"]
         for key in keys & {f"{rew}.w_qas", f"{rew}.w_pas"}:
             assert flat[key] == 0, (name, key)
         if keys & {cur}:

@@ -132,8 +132,9 @@ def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attrib
     """The correct reasoning + answer for a candidate task (the warm-start target)."""
     q = task.query
     lines = []
-    title_of = {_normalised_natural(it.title): it for it in items.values()}
-    for hop in q.extra.get("multihop_info") or []:
+    hops = q.extra.get("multihop_info") or []
+    title_of = {_normalised_natural(it.title): it for it in items.values()} if hops else {}
+    for hop in hops:
         ref = title_of.get(_normalised_natural(str(hop.get("movie", ""))))
         ref_title = ref.title if ref else str(hop.get("movie", ""))
         line = f"{ref_title}: {_phrase(str(hop.get('relation')))} {hop.get('person')}"

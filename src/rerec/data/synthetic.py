@@ -341,6 +341,11 @@ class _WorldBuilder:
         self, movies: list[_Movie], histories: dict[int, list[int]], users: list[dict]
     ) -> list[dict]:
         by_id = {m.item_id: m for m in movies}
+        # How many users watched each item: the same for every group, so counted once.
+        overall: dict[int, int] = defaultdict(int)
+        for h in histories.values():
+            for i in h:
+                overall[i] += 1
         records = []
         for age in AGE_CODES:
             members = [u["user_id"] for u in users if u["age"] == age]
@@ -351,10 +356,6 @@ class _WorldBuilder:
                 for i in histories[uid]:
                     counts[i] += 1
             # tf-idf-like score: share of the group that watched it, damped by overall popularity.
-            overall: dict[int, int] = defaultdict(int)
-            for h in histories.values():
-                for i in h:
-                    overall[i] += 1
             score = {i: c / len(members) * np.log(len(histories) / overall[i]) for i, c in counts.items()}
             top = sorted(score, key=lambda i: (-score[i], i))[:30]
             entries = []

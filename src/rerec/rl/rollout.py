@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rerec.rl.logprobs import position_ids_from_mask
+
 
 @dataclass
 class GenerationConfig:
@@ -108,7 +110,7 @@ def generate(
         # then continues from the cache, so the prompt is not recomputed for every sample of the group.
         cache = model(
             input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-            position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0), use_cache=True,
+            position_ids=position_ids_from_mask(mask[:, :-1]), use_cache=True,
         ).past_key_values
         cache.batch_repeat_interleave(g)
     ids, mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)

@@ -56,6 +56,7 @@ def test_defaults_are_design_values() -> None:
     cfg = RewardConfig()
     assert (cfg.w_fmt, cfg.w_rec, cfg.w_qas, cfg.w_pas, cfg.k) == (0.1, 1.0, 0.01, 0.01, 1)
     assert (cfg.format_reward, cfg.unparsable_penalty) == (0.5, -0.5)
+    assert cfg.require_candidate
 
 
 def test_graph_weights_without_scorer_raise(matcher: TitleMatcher) -> None:
@@ -77,10 +78,12 @@ def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
         "\\boxed{Some Film Nobody Made (2020)}",  # parsable, matches nothing
     ]
     out = reward(texts, [task] * len(texts))
-    # correct: 0.1*0.5 + 1.0*1 = 1.05; wrong: 0.05; unparsable: 0.1*(-0.5) + 1.0*(-0.5) = -0.55
-    torch.testing.assert_close(out.total, torch.tensor([1.05, 0.05, -0.55, 0.05, 1.05, 0.05]))
-    torch.testing.assert_close(out.components["format"], torch.tensor([0.5, 0.5, -0.5, 0.5, 0.5, 0.5]))
-    torch.testing.assert_close(out.components["ndcg"], torch.tensor([1.0, 0.0, -0.5, 0.0, 1.0, 0.0]))
+    # correct: 0.1*0.5 + 1.0*1 = 1.05; wrong candidate: 0.05; unparsable, or (require_candidate) naming no
+    # candidate: 0.1*(-0.5) + 1.0*(-0.5) = -0.55
+    torch.testing.assert_close(out.total, torch.tensor([1.05, 0.05, -0.55, -0.55, 1.05, -0.55]))
+    torch.testing.assert_close(out.components["format"], torch.tensor([0.5, 0.5, -0.5, -0.5, 0.5, -0.5]))
+    torch.testing.assert_close(out.components["ndcg"], torch.tensor([1.0, 0.0, -0.5, -0.5, 1.0, -0.5]))
+    assert out.off_candidate == [False, False, False, True, False, True]  # unparsable is not "off"
     assert set(out.components) == {"format", "ndcg"}  # weight 0: not computed
     assert out.parsed == [
         ["Silent River, The (1975)"], ["Golden Harbor (1990)"], None,
@@ -99,9 +102,14 @@ def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
 def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMatcher) -> None:
     reward = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
     # item 4 is in the catalog but not a candidate of this task: exact catalog match, still wrong
-    out = reward(["\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbour (1990)}"], [_task((1,))] * 2)
+    texts = ["\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbour (1990)}"]
+    out = reward(texts, [_task((1,))] * 2)
     assert out.predicted_ids == [[4], [3]] and out.match_kinds == [["exact"], ["fuzzy"]]
-    torch.testing.assert_close(out.total, torch.tensor([0.05, 0.05]))
+    assert out.off_candidate == [True, False]  # a fuzzy match of a candidate's title is that candidate
+    torch.testing.assert_close(out.total, torch.tensor([-0.55, 0.05]))
+    # require_candidate off: an off-list catalog title is just a wrong answer
+    lenient = RecReward(RewardConfig(require_candidate=False, **NO_GRAPH), ITEMS, matcher)
+    torch.testing.assert_close(lenient(texts, [_task((1,))] * 2).total, torch.tensor([0.05, 0.05]))
 
 
 def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
@@ -127,8 +135,9 @@ def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
 
 
 def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
-    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)  # DESIGN defaults, w_qas=w_pas=0.01
-    task = _task((1,))
+    # DESIGN defaults (w_qas = w_pas = 0.01); candidates (3, 1, 2) + 4, 5 off-list, scored as wrong answers
+    reward = RecReward(RewardConfig(require_candidate=False), ITEMS, matcher, scorer=scorer)
+    task = _task((1,), candidates=(3, 1, 2, 4, 5))
     texts = [
         "\\boxed{Silent River, The (1975)}",  # = truth: QAS 1, PAS 1
         "\\boxed{Painted Mirror, The (1987)}",  # shares War, Tom of {War, Tom, Spielberg}: 2/3; cos 1/sqrt2
@@ -147,6 +156,16 @@ def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewa
     torch.testing.assert_close(out.total, torch.tensor(expected))
     assert out.total[0].item() == pytest.approx(1.07)
     assert out.total[1].item() == pytest.approx(0.05 + 0.01 * 2 / 3 + 0.01 / math.sqrt(2))
+
+
+def test_off_candidate_answers_get_no_graph_credit(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
+    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)
+    texts = ["\\boxed{Painted Mirror, The (1987)}", "\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbor (1990)}"]
+    out = reward(texts, [_task((1,), candidates=(1, 3, 5))] * 3)  # item 2 is similar to the truth, not listed
+    torch.testing.assert_close(out.components["qas"], torch.tensor([0.0, 0.0, 1 / 3]))
+    torch.testing.assert_close(out.components["pas"], torch.tensor([0.0, 0.0, 0.0]))
+    torch.testing.assert_close(out.total, torch.tensor([-0.55, -0.55, 0.05 + 0.01 / 3]))
+    assert out.off_candidate == [True, True, False] and out.predicted_ids == [[2], [4], [3]]
 
 
 def test_graph_components_several_truths_and_open_task_mean(

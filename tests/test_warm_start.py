@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from rerec.rl.warm_start import WarmStartConfig, _copy_loss, cache_key, run_warm_start
+from rerec.rl.warm_start import WarmStartConfig, _copy_loss, cache_key, run_warm_start, vocab_fingerprint
 
 
 def _model(seed: int = 0) -> Qwen2ForCausalLM:
@@ -55,3 +55,20 @@ def test_copy_needs_a_vocabulary_and_null_cache_dir_strings_mean_none() -> None:
         run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=1, copy_mix=True, cache_dir=None), pad_id=0)
     assert WarmStartConfig(cache_dir="None").cache_dir is None
     assert cache_key("a", {"x": 1}) == cache_key("a", {"x": 1}) != cache_key("a", {"x": 2})
+
+
+class _Vocab:
+    def __init__(self, vocab: dict[str, int]) -> None:
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocab)
+
+
+def test_vocab_fingerprint_changes_with_any_token_id() -> None:
+    # The tiny tokenizer is trained on the task prompts: a data cap that changes them changes the ids, and
+    # cached warm-start weights must then not be reused (they were once, silently: held-out accuracy 0.0).
+    base = {"a": 0, "b": 1, "c": 2}
+    assert vocab_fingerprint(_Vocab(base)) == vocab_fingerprint(_Vocab(dict(reversed(list(base.items())))))
+    assert vocab_fingerprint(_Vocab(base)) != vocab_fingerprint(_Vocab({"a": 0, "b": 2, "c": 1}))
+    assert vocab_fingerprint(_Vocab(base)) != vocab_fingerprint(_Vocab({**base, "d": 3}))

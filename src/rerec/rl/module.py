@@ -42,7 +42,7 @@ from rerec.rl.policy_loading import ModelConfig, load_policy, prepare_policy, re
 from rerec.rl.rewards import RecReward, RewardConfig
 from rerec.rl.rollout import GenerationConfig, generate
 from rerec.rl.tiny_model import TinyModelConfig, build_tiny_model, build_tokenizer
-from rerec.rl.warm_start import WarmStartConfig, cache_key, run_warm_start
+from rerec.rl.warm_start import WarmStartConfig, cache_key, run_warm_start, vocab_fingerprint
 
 log = logging.getLogger("rerec.rl")
 
@@ -214,8 +214,10 @@ class ReRecPolicy(L.LightningModule):
                                                    add_special_tokens=False).input_ids)
             for t in tasks
         ]
+        # The vocabulary is part of the key: the tiny tokenizer is trained on the task prompts, so any data
+        # setting that changes them (e.g. max_train_queries) changes the token ids the weights refer to.
         key = cache_key(
-            "warm-start/2", self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
+            "warm-start/2", vocab_fingerprint(tokenizer), self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
             dm.test_fraction, dm.val_fraction, dm.warm_start_fraction, dm.query_types,
         )
@@ -303,6 +305,7 @@ class ReRecPolicy(L.LightningModule):
             "completions/max_length": float(lengths.max()),
             "completions/clipped_ratio": float(ro.truncated.float().mean()),
             "completions/parse_rate": sum(p is not None for p in scored.parsed) / N,
+            "completions/off_candidate_rate": sum(scored.off_candidate) / N,
             "time/generate_s": t1 - t0,
             "time/score_s": t2 - t1,
             "time/reward_s": t_reward,

@@ -2,7 +2,13 @@
 
 ``r = w_fmt·format + w_rec·rec + w_qas·QAS + w_pas·PAS`` where ``format = +0.5`` when the answer parses
 and ``−0.5`` otherwise, ``rec = NDCG@K`` (``−0.5`` when unparsable), and QAS/PAS come from the graph scorer
-(0 when unparsable or unmatched). A component whose weight is 0 is not computed. Raw (unweighted)
+(0 when unparsable or unmatched). A component whose weight is 0 is not computed.
+
+In the candidate task the prompt asks for one of the listed candidates; with ``require_candidate`` an
+answer that names none of them (after title matching) is scored like an unparsable one: format and
+recommendation components at ``unparsable_penalty``, no QAS/PAS partial credit. An off-list title is a
+failure to follow the task, not a near-miss, and without this rule the graph scores would reward recalling
+catalog items similar to the truth that can never be right. Raw (unweighted)
 component values are returned for logging as ``rewards/<name>/mean``.
 """
 
@@ -32,6 +38,8 @@ class RewardConfig:
         k: Cut-off of NDCG@K (1 for the candidate task: accuracy).
         format_reward: Format component of a parsable answer.
         unparsable_penalty: Format and recommendation components of an unparsable answer.
+        require_candidate: Candidate task only: an answer that is not one of the prompt's candidates
+            scores like an unparsable one (no graph partial credit). Ignored by the open task.
     """
 
     w_fmt: float = 0.1
@@ -41,6 +49,7 @@ class RewardConfig:
     k: int = 1
     format_reward: float = 0.5
     unparsable_penalty: float = -0.5
+    require_candidate: bool = True
 
 
 @dataclass
@@ -54,6 +63,7 @@ class ScoredRollouts:
         predicted_ids: Matched catalog id per parsed title (−1 unmatched).
         match_kinds: Kind of match per parsed title (``candidate`` when taken from the prompt's list).
         correct: Whether the top recommendation is a ground-truth item.
+        off_candidate: Whether a parsed answer names no candidate of the prompt (candidate task).
         wrong_titles: The recommended titles that are not ground truth (what RAAE penalises).
     """
 
@@ -64,6 +74,7 @@ class ScoredRollouts:
     match_kinds: list[list[str]]
     correct: list[bool]
     wrong_titles: list[list[str]] = field(default_factory=list)
+    off_candidate: list[bool] = field(default_factory=list)
 
 
 class RecReward:
@@ -110,8 +121,9 @@ class RecReward:
     def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu"):
         """Score ``texts[i]`` as an answer to ``tasks[i]``; returns :class:`ScoredRollouts`."""
         cfg = self.config
-        parsed, predicted, kinds, correct, wrong = [], [], [], [], []
+        parsed, predicted, kinds, correct, wrong, off = [], [], [], [], [], []
         fmt, rec = [], []
+        graph_ids = []  # what QAS/PAS score: nothing for unparsable or (with require_candidate) off-list answers
         for text, task in zip(texts, tasks, strict=True):
             titles = parse_answer(text, max_titles=self.max_titles)
             parsed.append(titles)
@@ -120,6 +132,8 @@ class RecReward:
                 kinds.append([])
                 correct.append(False)
                 wrong.append([])
+                off.append(False)
+                graph_ids.append([])
                 fmt.append(cfg.unparsable_penalty)
                 rec.append(cfg.unparsable_penalty)
                 continue
@@ -129,6 +143,14 @@ class RecReward:
             truth = set(task.answer_ids)
             correct.append(ids[0] in truth)
             wrong.append([t for t, i in zip(titles, ids) if i not in truth])
+            is_off = self.max_titles == 1 and bool(task.candidate_ids) and ids[0] not in task.candidate_ids
+            off.append(is_off)
+            if is_off and cfg.require_candidate:
+                graph_ids.append([])
+                fmt.append(cfg.unparsable_penalty)
+                rec.append(cfg.unparsable_penalty)
+                continue
+            graph_ids.append(ids)
             fmt.append(cfg.format_reward)
             rec.append(ndcg_at_k(ids, truth, cfg.k))
         components = {
@@ -137,14 +159,14 @@ class RecReward:
         }
         total = cfg.w_fmt * components["format"] + cfg.w_rec * components["ndcg"]
         if cfg.w_qas or cfg.w_pas:
-            graph = self._graph_scores(predicted, tasks, device)
+            graph = self._graph_scores(graph_ids, tasks, device)
             if cfg.w_qas:
                 components["qas"] = graph["qas"]
                 total = total + cfg.w_qas * graph["qas"]
             if cfg.w_pas:
                 components["pas"] = graph["pas"]
                 total = total + cfg.w_pas * graph["pas"]
-        return ScoredRollouts(total, components, parsed, predicted, kinds, correct, wrong)
+        return ScoredRollouts(total, components, parsed, predicted, kinds, correct, wrong, off)
 
     def _graph_scores(self, predicted: list[list[int]], tasks: Sequence[RecTask], device) -> dict[str, torch.Tensor]:
         """QAS/PAS of each rollout = mean over its first K predictions (0 with no prediction)."""

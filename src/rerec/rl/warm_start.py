@@ -85,6 +85,11 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+def vocab_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's token → id map, for cache keys of weights that depend on the token ids."""
+    return hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+
+
 def _batches(examples: Sequence[tuple[list[int], list[int]]], cfg: WarmStartConfig, pad_id: int):
     rng = np.random.default_rng(cfg.seed)
     order: list[int] = []

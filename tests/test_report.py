@@ -64,6 +64,20 @@ def test_aggregate_hand_computed() -> None:
     assert overall["count"] == 3
 
 
+def test_off_candidate_share_of_parsed_candidate_answers() -> None:
+    def rec(qid: str, parsed: list[str] | None, ids: list[int], candidates: list[int]) -> EvalRecord:
+        return EvalRecord(qid, "explicit", "", parsed, ids, ["exact"] * len(ids), [1], [], candidates)
+
+    rows = [
+        rec("a", ["X"], [1], [1, 2, 3]),  # the truth, listed
+        rec("b", ["Y"], [7], [1, 2, 3]),  # a catalog item that is not a candidate
+        rec("c", ["Z"], [-1], [1, 2, 3]),  # matches nothing: not a candidate either
+        rec("d", None, [], [1, 2, 3]),  # unparsable: counted by ftr, not here
+    ]
+    assert aggregate(rows, k=1)["overall"]["off_candidate"] == pytest.approx(2 / 3)
+    assert aggregate(records(), k=1)["overall"]["off_candidate"] is None  # open task: no candidates
+
+
 def test_aggregate_without_kg_and_empty() -> None:
     assert aggregate(records(), k=1)["overall"]["condition_satisfaction"] is None
     empty = aggregate([], k=5)
@@ -76,7 +90,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert json.loads(json_path.read_text()) == json.loads(json.dumps(result))
     md = md_path.read_text()
     assert "| query type | ndcg@2 | recall@2 |" in md
-    assert "| explicit | 0.3155 | 0.5000 | 0.2500 | 0.5000 | 0.0000 | 0.5000 | 0.2500 | 2 |" in md
+    assert "| explicit | 0.3155 | 0.5000 | 0.2500 | 0.5000 | 0.0000 | 0.5000 | – | 0.2500 | 2 |" in md
     assert "| demographics |" in md and "| overall |" in md and "–" in md  # None shown as a dash
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["test_metrics.json", "test_metrics.md"]
     assert markdown_table(result) in md

@@ -46,6 +46,7 @@ class EvalRecord:
         match_kinds: Match kind per parsed title (``exact``/``normalized``/``fuzzy``/``none``).
         truth_item_ids: Ground-truth ids.
         conditions: The query's ``(relation, value)`` conditions (condition queries).
+        candidate_item_ids: The prompt's candidates (candidate task; empty for the open task).
     """
 
     query_id: str
@@ -56,6 +57,7 @@ class EvalRecord:
     match_kinds: list[str]
     truth_item_ids: list[int]
     conditions: list[tuple[str, str]] = field(default_factory=list)
+    candidate_item_ids: list[int] = field(default_factory=list)
 
 
 def make_record(
@@ -86,8 +88,8 @@ def make_record(
 def metric_names(k: int) -> list[str]:
     """Column order of the report for cut-off ``k``."""
     return [
-        f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", "accuracy", "ftr", "condition_satisfaction",
-        "count",
+        f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", "accuracy", "ftr", "off_candidate",
+        "condition_satisfaction", "count",
     ]
 
 
@@ -100,7 +102,8 @@ def aggregate(
 
     Per record: NDCG/Recall/Precision/HR@K of ``matched_item_ids`` against ``truth_item_ids`` (an
     unparsable answer is an empty list: all zero), accuracy = NDCG@1 of the top prediction, and FTR =
-    share of unparsable answers. ``condition_satisfaction`` (:func:`~rerec.eval.metrics.
+    share of unparsable answers. ``off_candidate`` = share of parsed answers whose top title is none of the
+    prompt's candidates (candidate task; ``None`` when no record lists candidates). ``condition_satisfaction`` (:func:`~rerec.eval.metrics.
     condition_satisfaction` over the first K predictions) is averaged over condition queries only, and
     only when ``item_attributes`` is given; elsewhere it is ``None``.
 
@@ -123,7 +126,10 @@ def _summarise(
     n = len(records)
     sums = dict.fromkeys(("ndcg", "recall", "precision", "hr", "accuracy"), 0.0)
     satisfaction: list[float] = []
+    off: list[bool] = []
     for r in records:
+        if r.candidate_item_ids and r.parsed_titles is not None:
+            off.append(not r.matched_item_ids or r.matched_item_ids[0] not in r.candidate_item_ids)
         predicted, truth = r.matched_item_ids, set(r.truth_item_ids)
         sums["ndcg"] += ndcg_at_k(predicted, truth, k)
         sums["recall"] += recall_at_k(predicted, truth, k)
@@ -140,6 +146,7 @@ def _summarise(
         f"hr@{k}": mean["hr"],
         "accuracy": mean["accuracy"],
         "ftr": ftr([r.parsed_titles for r in records]),
+        "off_candidate": sum(off) / len(off) if off else None,
         "condition_satisfaction": sum(satisfaction) / len(satisfaction) if satisfaction else None,
         "count": n,
     }

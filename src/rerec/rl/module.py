@@ -441,6 +441,7 @@ class ReRecPolicy(L.LightningModule):
                 query_id=t.query_id, query_type=t.query_type, completion=text,
                 parsed_titles=parsed, matched_item_ids=ids, match_kinds=kinds,
                 truth_item_ids=list(t.answer_ids), conditions=[tuple(c) for c in t.query.conditions],
+                candidate_item_ids=list(t.candidate_ids),
             )
             for t, text, parsed, ids, kinds in zip(tasks, ro.texts, scored.parsed, scored.predicted_ids, scored.match_kinds)
         ]

@@ -144,9 +144,14 @@ class ReRecPolicy(L.LightningModule):
         self.summary: dict[str, Any] = {}
 
     # ================================================================== building
+    def attach_datamodule(self, dm) -> None:
+        """Use ``dm`` without a Trainer: for scripts that call :meth:`configure_model` themselves
+        (``benchmarks/policy_probe.py``); a fit always uses the Trainer's data module."""
+        self._standalone_datamodule = dm
+
     @property
     def datamodule(self):
-        dm = self.trainer.datamodule
+        dm = getattr(self, "_standalone_datamodule", None) or self.trainer.datamodule
         if dm is None or not hasattr(dm, "tasks"):
             raise RuntimeError("ReRecPolicy needs a RecDataModule (data: class_path rerec.data.datamodule.RecDataModule)")
         return dm

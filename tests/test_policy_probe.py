@@ -1,0 +1,39 @@
+"""``benchmarks/policy_probe.py`` on a small world and a 1-layer model: the wiring and the JSON contract
+(the numbers themselves are measured on the default world, docs/tiny-world.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import policy_probe  # noqa: E402
+
+SMALL = [
+    "--data.init_args.synthetic.num_items=300", "--data.init_args.synthetic.num_users=80",
+    "--data.init_args.synthetic.num_explicit=40", "--data.init_args.synthetic.num_implicit=20",
+    "--data.init_args.synthetic.num_misinformed=20", "--data.init_args.synthetic.num_interest_records=6",
+    "--data.init_args.max_eval_queries=6", "--data.init_args.eval_batch_size=6",
+    "--model.init_args.tiny.hidden_size=32", "--model.init_args.tiny.num_layers=1",
+    "--model.init_args.warm_start.steps=3", "--model.init_args.generation.max_completion_length=8",
+    "--model.init_args.graph.inline_lightgcn_epochs=1",
+]
+
+
+def test_probe_reports_every_measurement(tmp_path: Path, capsys) -> None:
+    out = policy_probe.main([
+        "--config", str(REPO / "configs/tiny.yaml"), "--samples", "3", "--train-queries", "4", *SMALL,
+        f"--data.init_args.world_dir={tmp_path / 'world'}",
+        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
+    ])
+    assert out["val_queries"] == 6 and out["machine"]["cores"] >= 1
+    greedy, sampled, forced = out["greedy"], out["sampled"], out["teacher_forced"]
+    assert 0.0 <= greedy["accuracy"] <= 1.0
+    assert greedy["off_candidate"] is None or 0.0 <= greedy["off_candidate"] <= 1.0
+    assert sum(t["count"] for t in greedy["by_type"].values()) == 6
+    assert sampled["count"] == 6 and 0.0 <= sampled["accuracy"] <= sampled["pass@3"] <= 1.0
+    assert 0.0 <= forced["gold_is_argmax"] <= 1.0 and 0.0 < forced["candidate_mass"] <= 1.0 + 1e-6
+    assert set(out["warm_start_queries"]) == {"seen_by_warm_start", "rl_training"}
+    assert '"teacher_forced"' in capsys.readouterr().out  # one JSON object on stdout

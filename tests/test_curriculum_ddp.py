@@ -97,9 +97,17 @@ def test_lightning_ddp_spawn(tmp_path: Path) -> None:
             enable_checkpointing=False, logger=False, reload_dataloaders_every_n_epochs=1,
         )
         data = TaskDataModule(n=N, batch_size=batch_size, config=CONFIG, seed=SEED)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.fit(MasteringPolicy(out_dir=str(out)), data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer.fit(MasteringPolicy(out_dir=str(out)), data)
+        except torch.multiprocessing.spawn.ProcessExitedException as exc:
+            # gloo's teardown occasionally aborts a spawned worker after fit has finished ("terminate called
+            # without an active exception", SIGABRT; seen once in ~12 runs). Every rank has written its
+            # result in on_train_end by then; an abort before that is still a failure.
+            done = all((out / f"rank{r}.pt").exists() for r in range(devices))
+            if exc.signal_name != "SIGABRT" or not done:
+                raise
         return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(devices)]
 
     ddp = fit(tmp_path / "ddp", devices=2, batch_size=2)

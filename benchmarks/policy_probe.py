@@ -112,10 +112,13 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also evaluate greedily on this many warm-start and RL training queries")
     args, overrides = parser.parse_known_args(argv)
     command = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
-    sys.argv = sys.argv[:1]  # the overrides reach LightningCLI through ``args`` only
     start = time.perf_counter()
     torch.manual_seed(0)
-    model, dm = build(args.config, overrides)
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]  # the overrides reach LightningCLI through ``args`` only
+    try:
+        model, dm = build(args.config, overrides)
+    finally:
+        sys.argv = saved_argv
     val = dm.tasks["val"]
     out = {
         "machine": machine_info(), "command": command,
@@ -127,10 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
         seen = [t for t in dm.warm_start_tasks if t.candidate_ids]
         random.Random(0).shuffle(seen)
         seen = seen[: args.train_queries]
+        unseen = list(dm.tasks["train"])
+        random.Random(0).shuffle(unseen)  # the split is ordered by query type
         for task in seen:
             model._prompt_ids.setdefault(task.query_id, model._encode_prompt(task, dm))
         out["warm_start_queries"] = {"seen_by_warm_start": greedy(model, seen),
-                                     "rl_training": greedy(model, dm.tasks["train"][: args.train_queries])}
+                                     "rl_training": greedy(model, unseen[: args.train_queries])}
     out["time_s"] = time.perf_counter() - start
     print(json.dumps(out, indent=2))
     return out

@@ -37,3 +37,14 @@ def test_probe_reports_every_measurement(tmp_path: Path, capsys) -> None:
     assert 0.0 <= forced["gold_is_argmax"] <= 1.0 and 0.0 < forced["candidate_mass"] <= 1.0 + 1e-6
     assert set(out["warm_start_queries"]) == {"seen_by_warm_start", "rl_training"}
     assert '"teacher_forced"' in capsys.readouterr().out  # one JSON object on stdout
+
+
+def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
+    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
+        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
+        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
+    ])
+    tasks = dm.tasks["val"][:3]
+    records = model.generate_answers(tasks)
+    assert [r.candidate_item_ids for r in records] == [list(t.candidate_ids) for t in tasks]
+    assert all(len(r.candidate_item_ids) == dm.num_candidates for r in records)

@@ -56,7 +56,7 @@ def test_defaults_are_design_values() -> None:
     cfg = RewardConfig()
     assert (cfg.w_fmt, cfg.w_rec, cfg.w_qas, cfg.w_pas, cfg.k) == (0.1, 1.0, 0.01, 0.01, 1)
     assert (cfg.format_reward, cfg.unparsable_penalty) == (0.5, -0.5)
-    assert cfg.require_candidate
+    assert not cfg.require_candidate  # the paper's reward; configs/tiny.yaml turns it on
 
 
 def test_graph_weights_without_scorer_raise(matcher: TitleMatcher) -> None:
@@ -67,7 +67,7 @@ def test_graph_weights_without_scorer_raise(matcher: TitleMatcher) -> None:
 
 
 def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
-    reward = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
+    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), ITEMS, matcher)
     task = _task((1,))
     texts = [
         "director Spielberg: Silent River, The (1975).\n\\boxed{Silent River, The (1975)}",  # correct
@@ -100,7 +100,7 @@ def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
 
 
 def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMatcher) -> None:
-    reward = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
+    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), ITEMS, matcher)
     # item 4 is in the catalog but not a candidate of this task: exact catalog match, still wrong
     texts = ["\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbour (1990)}"]
     out = reward(texts, [_task((1,))] * 2)
@@ -108,8 +108,22 @@ def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMat
     assert out.off_candidate == [True, False]  # a fuzzy match of a candidate's title is that candidate
     torch.testing.assert_close(out.total, torch.tensor([-0.55, 0.05]))
     # require_candidate off: an off-list catalog title is just a wrong answer
-    lenient = RecReward(RewardConfig(require_candidate=False, **NO_GRAPH), ITEMS, matcher)
+    lenient = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
     torch.testing.assert_close(lenient(texts, [_task((1,))] * 2).total, torch.tensor([0.05, 0.05]))
+
+
+def test_a_remake_title_names_the_listed_version() -> None:
+    items = {10: Item(10, "Hamlet (1990)"), 11: Item(11, "Hamlet (1996)"), 12: Item(12, "Golden Harbor (1990)")}
+    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), items, TitleMatcher(items.values()))
+    task = _task((11,), candidates=(12, 11))
+    texts = ["\\boxed{Hamlet}", "\\boxed{Hamlett (1996)}", "\\boxed{Hamlet (1990)}", "\\boxed{Golden Harbour}"]
+    out = reward(texts, [task] * 4)
+    # no year: the catalog alone would pick 10 (catalog order); the listed 11 is what the answer names.
+    # An exact catalog title (1990) is taken at its word: off-list. A typo of a candidate stays that candidate.
+    assert out.predicted_ids == [[11], [11], [10], [12]]
+    assert out.off_candidate == [False, False, True, False]
+    torch.testing.assert_close(out.total, torch.tensor([1.05, 1.05, -0.55, 0.05]))
+    assert TitleMatcher(items.values()).match("Hamlet").item_id == 10  # what the rescue corrects
 
 
 def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
@@ -135,9 +149,10 @@ def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
 
 
 def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
-    # DESIGN defaults (w_qas = w_pas = 0.01); candidates (3, 1, 2) + 4, 5 off-list, scored as wrong answers
-    reward = RecReward(RewardConfig(require_candidate=False), ITEMS, matcher, scorer=scorer)
-    task = _task((1,), candidates=(3, 1, 2, 4, 5))
+    # DESIGN defaults (w_qas = w_pas = 0.01, require_candidate off): items 4 and 5 are not among the
+    # candidates (3, 1, 2) and are scored as plain wrong answers, with graph credit
+    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)
+    task = _task((1,))
     texts = [
         "\\boxed{Silent River, The (1975)}",  # = truth: QAS 1, PAS 1
         "\\boxed{Painted Mirror, The (1987)}",  # shares War, Tom of {War, Tom, Spielberg}: 2/3; cos 1/sqrt2
@@ -159,7 +174,7 @@ def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewa
 
 
 def test_off_candidate_answers_get_no_graph_credit(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
-    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)
+    reward = RecReward(RewardConfig(require_candidate=True), ITEMS, matcher, scorer=scorer)
     texts = ["\\boxed{Painted Mirror, The (1987)}", "\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbor (1990)}"]
     out = reward(texts, [_task((1,), candidates=(1, 3, 5))] * 3)  # item 2 is similar to the truth, not listed
     torch.testing.assert_close(out.components["qas"], torch.tensor([0.0, 0.0, 1 / 3]))

@@ -45,7 +45,8 @@ def parse_answer(text: str, max_titles: int | None = 1) -> list[str] | None:
     Args:
         text: The completion.
         max_titles: 1 for the candidate task: the whole box is one title (real titles may contain
-            ``;``; a hedged ``A; B`` then matches no item and earns no recommendation reward).
+            ``;``; a hedged ``A; B`` then matches no item: no recommendation reward, and with
+            ``reward.require_candidate`` the unparsable penalty).
             ``None`` or K for the open task: titles separated by ``;``, extra ones beyond K dropped.
     """
     boxed = last_boxed(text)

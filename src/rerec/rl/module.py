@@ -151,7 +151,9 @@ class ReRecPolicy(L.LightningModule):
 
     @property
     def datamodule(self):
-        dm = getattr(self, "_standalone_datamodule", None) or self.trainer.datamodule
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if dm is None:
+            dm = getattr(self, "_standalone_datamodule", None)
         if dm is None or not hasattr(dm, "tasks"):
             raise RuntimeError("ReRecPolicy needs a RecDataModule (data: class_path rerec.data.datamodule.RecDataModule)")
         return dm
@@ -222,7 +224,8 @@ class ReRecPolicy(L.LightningModule):
         # The vocabulary is part of the key: the tiny tokenizer is trained on the task prompts, so any data
         # setting that changes them (e.g. max_train_queries) changes the token ids the weights refer to.
         key = cache_key(
-            "warm-start/2", vocab_fingerprint(tokenizer), self.model_config.name_or_path, asdict(self.tiny), asdict(cfg), asdict(dm.synthetic),
+            "warm-start/2", vocab_fingerprint(tokenizer), self.model_config.name_or_path, asdict(self.tiny),
+            asdict(cfg), asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
             dm.test_fraction, dm.val_fraction, dm.warm_start_fraction, dm.query_types,
         )

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from rapidfuzz import fuzz
 
 from rerec.data.answer import parse_answer
-from rerec.data.matching import TitleMatcher
+from rerec.data.matching import TitleMatcher, title_keys
 from rerec.data.records import Item
 from rerec.data.tasks import RecTask
 from rerec.eval.metrics import ndcg_at_k
@@ -39,7 +40,9 @@ class RewardConfig:
         format_reward: Format component of a parsable answer.
         unparsable_penalty: Format and recommendation components of an unparsable answer.
         require_candidate: Candidate task only: an answer that is not one of the prompt's candidates
-            scores like an unparsable one (no graph partial credit). Ignored by the open task.
+            scores like an unparsable one (no graph partial credit; RAAE still lowers the segments that
+            argue for it). Off by default (the paper's reward); ``configs/tiny.yaml`` turns it on, where
+            the tiny policy answers with recalled off-list titles. Ignored by the open task.
     """
 
     w_fmt: float = 0.1
@@ -49,7 +52,7 @@ class RewardConfig:
     k: int = 1
     format_reward: float = 0.5
     unparsable_penalty: float = -0.5
-    require_candidate: bool = True
+    require_candidate: bool = False
 
 
 @dataclass
@@ -105,7 +108,14 @@ class RecReward:
         self.max_titles = max_titles
 
     def match(self, titles: Sequence[str], task: RecTask) -> tuple[list[int], list[str]]:
-        """Catalog ids and match kinds of ``titles`` (exact candidate title first, then the matcher)."""
+        """Catalog ids and match kinds of ``titles``.
+
+        Order: a candidate's exact title (kind ``candidate``); else the catalog matcher; and when that finds
+        no item, or an item that is not a candidate through a non-exact match, the candidates themselves
+        are tried (same normalised name with a compatible year, then fuzzy), so that "Hamlet" names the
+        listed "Hamlet (1996)" rather than the catalog's first "Hamlet (1990)". An exact catalog title is
+        taken at its word, even when a listed remake shares its name.
+        """
         by_title = {self.items[i].title: i for i in task.candidate_ids}
         ids, kinds = [], []
         for title in titles:
@@ -114,9 +124,30 @@ class RecReward:
                 kinds.append("candidate")
                 continue
             m = self.matcher.match(title)
-            ids.append(-1 if m.item_id is None else m.item_id)
-            kinds.append(m.kind)
+            item, kind = (-1 if m.item_id is None else m.item_id), m.kind
+            if task.candidate_ids and item not in task.candidate_ids and kind != "exact":
+                listed = self._match_candidates(title, task.candidate_ids)
+                if listed is not None:
+                    item, kind = listed
+            ids.append(item)
+            kinds.append(kind)
         return ids, kinds
+
+    def _match_candidates(self, title: str, candidates: Sequence[int]) -> tuple[int, str] | None:
+        """The candidate ``title`` names (normalised name, then fuzzy; years must agree when both given)."""
+        keys, year = title_keys(title, prefix=False)
+        if not keys:
+            return None
+        listed = [(c, *title_keys(self.items[c].title)) for c in candidates]
+        compatible = [(c, ckeys) for c, ckeys, cyear in listed if year is None or cyear is None or cyear == year]
+        for c, ckeys in compatible:
+            if set(keys) & set(ckeys):
+                return c, "normalized"
+        best = max(((fuzz.ratio(keys[0], ckeys[0]) / 100.0, c) for c, ckeys in compatible if ckeys),
+                   default=(0.0, None))
+        if best[1] is not None and best[0] >= self.matcher.threshold:
+            return best[1], "fuzzy"
+        return None
 
     def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu"):
         """Score ``texts[i]`` as an answer to ``tasks[i]``; returns :class:`ScoredRollouts`."""

@@ -149,3 +149,15 @@ def test_natural_order_of_every_catalog_title(matcher: TitleMatcher, movies: dic
             assert matcher.match(natural).item_id == item.item_id, natural
             checked += 1
     assert checked > 800
+
+
+def test_match_among_restricts_to_the_listed_items() -> None:
+    m = TitleMatcher({10: "Hamlet (1990)", 11: "Hamlet (1996)", 12: "Golden Harbor (1990)", 13: "Velvet Engine (2010)"})
+    assert m.match("Hamlet").item_id == 10  # the whole catalog: catalog order
+    assert m.match_among("Hamlet", [12, 11]) == TitleMatch(11, "normalized", 1.0)
+    assert m.match_among("Hamlet (1990)", [12, 11]).item_id is None  # years disagree
+    hit = m.match_among("Golden Harbour", [11, 12])
+    expected = fuzz.ratio("golden harbour", "golden harbor") / 100.0
+    assert (hit.item_id, hit.kind) == (12, "fuzzy") and hit.score == pytest.approx(expected)
+    assert m.match_among("Velvet Engine", [11, 12]).item_id is None  # listed items only
+    assert m.match_among("Hamlet", [99]).item_id is None and m.match_among("", [11]).item_id is None

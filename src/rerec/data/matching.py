@@ -22,7 +22,7 @@ import bisect
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,11 +179,13 @@ class TitleMatcher:
         # normalised name -> [(item_id, year, is_alias)] in catalog order
         self._by_key: dict[str, list[tuple[int, int | None, bool]]] = {}
         self._articles: dict[int, str] = {}
+        self._item_keys: dict[int, tuple[list[str], int | None]] = {}  # for match_among
         for item_id, title in pairs:
             item_id = int(item_id)
             self.titles[item_id] = title
             self._exact.setdefault(title.strip(), item_id)
             keys, year = title_keys(title)
+            self._item_keys[item_id] = (keys, year)
             self._articles[item_id] = _article(title)
             for position, key in enumerate(keys):
                 self._by_key.setdefault(key, []).append((item_id, year, position > 0))
@@ -204,6 +206,30 @@ class TitleMatcher:
     def match_many(self, titles: Iterable[str]) -> list[TitleMatch]:
         """Match several titles, in order."""
         return [self.match(t) for t in titles]
+
+    def match_among(self, title: str, item_ids: Sequence[int]) -> TitleMatch:
+        """Match ``title`` to one of ``item_ids`` only (e.g. a prompt's candidates), not cached.
+
+        Years must agree when both the title and the item have one. The first listed item sharing a
+        normalised name wins (``"normalized"``); else the best ``fuzz.ratio`` of full names at or above the
+        threshold (``"fuzzy"``; ties keep the higher id). Ids missing from the catalog are ignored.
+        """
+        keys, year = title_keys(title, prefix=False)
+        if not keys:
+            return NO_MATCH
+        compatible = []
+        for item_id in item_ids:
+            ikeys, iyear = self._item_keys.get(item_id, ([], None))
+            if ikeys and (year is None or iyear is None or iyear == year):
+                compatible.append((item_id, ikeys))
+        for item_id, ikeys in compatible:
+            if set(keys) & set(ikeys):
+                return TitleMatch(item_id, "normalized", 1.0)
+        score, best = max(((fuzz.ratio(keys[0], ikeys[0]) / 100.0, i) for i, ikeys in compatible),
+                          default=(0.0, None))
+        if best is None or score < self.threshold:
+            return NO_MATCH
+        return TitleMatch(best, "fuzzy", round(score, 6))
 
     def _match(self, title: str) -> TitleMatch:
         if not isinstance(title, str) or not title.strip():

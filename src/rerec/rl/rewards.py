@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from rapidfuzz import fuzz
 
 from rerec.data.answer import parse_answer
-from rerec.data.matching import TitleMatcher, title_keys
+from rerec.data.matching import TitleMatcher
 from rerec.data.records import Item
 from rerec.data.tasks import RecTask
 from rerec.eval.metrics import ndcg_at_k
@@ -126,28 +125,12 @@ class RecReward:
             m = self.matcher.match(title)
             item, kind = (-1 if m.item_id is None else m.item_id), m.kind
             if task.candidate_ids and item not in task.candidate_ids and kind != "exact":
-                listed = self._match_candidates(title, task.candidate_ids)
-                if listed is not None:
-                    item, kind = listed
+                listed = self.matcher.match_among(title, task.candidate_ids)
+                if listed.item_id is not None:
+                    item, kind = listed.item_id, listed.kind
             ids.append(item)
             kinds.append(kind)
         return ids, kinds
-
-    def _match_candidates(self, title: str, candidates: Sequence[int]) -> tuple[int, str] | None:
-        """The candidate ``title`` names (normalised name, then fuzzy; years must agree when both given)."""
-        keys, year = title_keys(title, prefix=False)
-        if not keys:
-            return None
-        listed = [(c, *title_keys(self.items[c].title)) for c in candidates]
-        compatible = [(c, ckeys) for c, ckeys, cyear in listed if year is None or cyear is None or cyear == year]
-        for c, ckeys in compatible:
-            if set(keys) & set(ckeys):
-                return c, "normalized"
-        best = max(((fuzz.ratio(keys[0], ckeys[0]) / 100.0, c) for c, ckeys in compatible if ckeys),
-                   default=(0.0, None))
-        if best[1] is not None and best[0] >= self.matcher.threshold:
-            return best[1], "fuzzy"
-        return None
 
     def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu"):
         """Score ``texts[i]`` as an answer to ``tasks[i]``; returns :class:`ScoredRollouts`."""

@@ -8,7 +8,15 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from rerec.rl.warm_start import WarmStartConfig, _copy_loss, cache_key, run_warm_start, vocab_fingerprint
+from rerec.rl.warm_start import (
+    WarmStartConfig,
+    _copy_loss,
+    cache_key,
+    recall_batch,
+    repeat_batch,
+    run_warm_start,
+    vocab_fingerprint,
+)
 
 
 def _model(seed: int = 0) -> Qwen2ForCausalLM:
@@ -27,12 +35,25 @@ def test_copy_phase_learns_to_copy() -> None:
     model = _model()
     cfg = WarmStartConfig(steps=1, copy_steps=150, copy_length=6, copy_batch_size=32, lr=3e-3, cache_dir=None)
     gen = torch.Generator().manual_seed(123)
-    before = float(_copy_loss(model, cfg, (3, 60), gen, 64))
+    before = _copy_loss(model, cfg, (3, 60), gen, 64).item()
     stats = run_warm_start(model, EXAMPLES, cfg, pad_id=0, copy_vocab=(3, 60))
-    after = float(_copy_loss(model, cfg, (3, 60), torch.Generator().manual_seed(123), 64))
+    after = _copy_loss(model, cfg, (3, 60), torch.Generator().manual_seed(123), 64).item()
     assert before > 3.5  # ≈ log(57): chance
     assert after < 1.0 and stats["copy_final_loss"] < 1.0
     assert stats["copy_steps"] == 150 and stats["cached"] is False
+
+
+def test_recall_phase_learns_a_content_lookup_at_its_own_lr() -> None:
+    # The induction-head phase change: near chance for ~1,000 steps, then the lookup forms. The copy lr
+    # (1e-3) is used, not the task lr (3e-3, at which it does not form in this budget).
+    model = _model()
+    cfg = WarmStartConfig(steps=1, copy_steps=1500, copy_task="recall", copy_length=6, copy_batch_size=32,
+                          copy_lr=1e-3, lr=3e-3, cache_dir=None)
+    before = _copy_loss(model, cfg, (3, 60), torch.Generator().manual_seed(123), 64).item()
+    stats = run_warm_start(model, EXAMPLES, cfg, pad_id=0, copy_vocab=(3, 60))
+    after = _copy_loss(model, cfg, (3, 60), torch.Generator().manual_seed(123), 64).item()
+    assert before > 3.5  # ≈ log(57): chance
+    assert after < 1.0 and stats["copy_final_loss"] < 1.0
 
 
 def test_trace_sft_with_copy_mix_lowers_the_loss_and_caches(tmp_path: Path) -> None:
@@ -42,12 +63,49 @@ def test_trace_sft_with_copy_mix_lowers_the_loss_and_caches(tmp_path: Path) -> N
     key = cache_key("test", cfg)
     stats = run_warm_start(model, EXAMPLES, cfg, pad_id=0, key=key, copy_vocab=(3, 60))
     assert stats["final_loss"] < 3.0 and not stats["cached"]  # chance is log(64) ≈ 4.16
+    assert stats["copy_mix_final_loss"] is not None
     assert (tmp_path / f"{key}.pt").exists()
     fresh = _model(seed=1)
     again = run_warm_start(fresh, EXAMPLES, cfg, pad_id=0, key=key, copy_vocab=(3, 60))
     assert again["cached"] is True and again["final_loss"] == stats["final_loss"]
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_repeat_batch_labels_the_repeat_after_its_first_token() -> None:
+    ids, labels = repeat_batch((3, 60), 5, 4, torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == (4, 10)
+    assert torch.equal(ids[:, :5], ids[:, 5:])
+    assert (labels[:, :6] == -100).all() and torch.equal(labels[:, 6:], ids[:, 6:])
+
+
+def test_recall_batch_values_follow_their_key_and_need_a_content_lookup() -> None:
+    pairs, batch = 6, 64
+    ids, labels = recall_batch((3, 60), pairs, batch, torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == (batch, 4 * pairs)
+    assert int(ids.min()) >= 3 and int(ids.max()) < 60
+    offsets = set()
+    for row in range(batch):
+        first = ids[row, : 2 * pairs].tolist()
+        keys, values = first[0::2], first[1::2]
+        assert len(set(keys)) == pairs  # distinct keys: each value is determined by its key
+        lookup = dict(zip(keys, values))
+        labelled = (labels[row] != -100).nonzero().flatten().tolist()
+        # Exactly the values of the second half, each equal to the value its key had in the first half.
+        assert labelled == list(range(2 * pairs + 1, 4 * pairs, 2))
+        for pos in labelled:
+            key = int(ids[row, pos - 1])
+            assert int(labels[row, pos]) == int(ids[row, pos]) == lookup[key]
+            offsets.add(pos - (2 * keys.index(key) + 1))
+        assert sorted(ids[row, 2 * pairs :: 2].tolist()) == sorted(keys)  # the same pairs, reordered
+    assert len(offsets) > pairs  # no fixed distance back to copy from: the positional shortcut fails
+
+
+def test_unknown_copy_task_is_named() -> None:
+    with pytest.raises(ValueError, match="copy_task.*'reverse'"):
+        WarmStartConfig(copy_task="reverse")
+    with pytest.raises(ValueError, match="distinct keys"):
+        recall_batch((3, 6), 5, 2, torch.Generator())
 
 
 def test_copy_needs_a_vocabulary_and_null_cache_dir_strings_mean_none() -> None:

@@ -3,11 +3,18 @@ the expected format (the embedded tiny model starts from random weights).
 
 Two phases:
 
-1. **Copy pre-training** (``copy_steps``, tiny model only): random token sequences shown twice, loss on
-   the repeat. A transformer trained from scratch sits on a long plateau before it can copy from its
-   context at all (the "induction head" phase change); a pretrained LLM has that ability, the random tiny
-   model does not. These steps are short sequences (cheap) and form the copy circuit in about a hundred
-   steps, after which the task phase learns in minutes instead of stalling.
+1. **Copy pre-training** (``copy_steps``, tiny model only). A transformer trained from scratch sits on a
+   long plateau before it can copy from its context at all (the "induction head" phase change); a
+   pretrained LLM has that ability, the random tiny model does not. Two synthetic tasks:
+
+   - ``repeat``: random tokens shown twice, loss on the repeat (``x x``). Learned in about a hundred
+     steps, but by a *positional* shortcut (attend a fixed distance back), which does not help to find a
+     fact among the candidates.
+   - ``recall``: random key/value pairs, then the same pairs in a new random order, loss on the values.
+     Only a content-based lookup solves it — find the earlier occurrence of the current token, copy the
+     token after it — which is the candidate task's own lookup ("director Ann Lee" → the title that
+     follows " Ann Lee" in the prompt). The tiny model forms it after ~700 steps at lr 1e-3; at 3e-3 it
+     does not form at all in 900 steps, hence the copy phase's own ``copy_lr``.
 2. **Trace SFT** (``steps``): next-token cross-entropy on the completion tokens only (prompt masked).
 
 The result is cached on disk under a key of everything that determines it, so repeated runs (tests,
@@ -42,8 +49,12 @@ class WarmStartConfig:
         steps: Optimizer steps of supervised training on reasoning traces; 0 disables the warm start.
         copy_steps: Copy pre-training steps before the trace SFT (0 = none; for models trained from
             scratch, see the module docstring).
-        copy_length: Length of each random sequence of the copy phase (shown twice).
+        copy_task: ``repeat`` (random sequence shown twice) or ``recall`` (key/value pairs shown again in a
+            shuffled order: a content-based lookup); see the module docstring.
+        copy_length: Length of each random sequence (``repeat``) or number of key/value pairs
+            (``recall``).
         copy_batch_size: Sequences per copy step.
+        copy_lr: Learning rate of the copy phase (constant; ``null`` = ``lr``).
         copy_mix: Also add a copy batch (half size) to every trace-SFT step, so the copy circuit is kept
             while the task learns to use it (requires a copy vocabulary, like ``copy_steps``).
         lr: Peak learning rate (linear warm-up, then linear decay to 0).
@@ -60,8 +71,10 @@ class WarmStartConfig:
 
     steps: int = 0
     copy_steps: int = 0
+    copy_task: str = "repeat"
     copy_length: int = 12
     copy_batch_size: int = 64
+    copy_lr: float | None = None
     copy_mix: bool = False
     lr: float = 3e-3
     batch_size: int = 16
@@ -76,6 +89,8 @@ class WarmStartConfig:
         # jsonargparse passes ``--...cache_dir null`` inside subclass init_args as the string "None".
         if self.cache_dir in ("None", "null", ""):
             self.cache_dir = None
+        if self.copy_task not in COPY_TASKS:
+            raise ValueError(f"warm_start.copy_task must be one of {sorted(COPY_TASKS)}, got {self.copy_task!r}")
 
 
 def cache_key(*parts: Any) -> str:
@@ -110,22 +125,52 @@ def _batches(examples: Sequence[tuple[list[int], list[int]]], cfg: WarmStartConf
         yield ids, mask, labels
 
 
+def repeat_batch(vocab: tuple[int, int], length: int, batch_size: int,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x x`` sequences and their labels: loss on the repeat after its first token (ids, labels)."""
+    x = torch.randint(vocab[0], vocab[1], (batch_size, length), generator=gen)
+    ids = torch.cat([x, x], dim=1)
+    labels = ids.clone()
+    labels[:, : length + 1] = -100
+    return ids, labels
+
+
+def recall_batch(vocab: tuple[int, int], pairs: int, batch_size: int,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k1 v1 … kn vn`` then the same pairs in a random order; labels only on the second values.
+
+    Keys are distinct within a sequence, so each value is determined by the earlier occurrence of its
+    key, and a shuffled order leaves no fixed distance to copy from.
+    """
+    if vocab[1] - vocab[0] < pairs:
+        raise ValueError(f"recall copy task: {pairs} distinct keys need a vocabulary of at least that size")
+    span = vocab[1] - vocab[0]
+    keys = torch.stack([torch.randperm(span, generator=gen)[:pairs] for _ in range(batch_size)]) + vocab[0]
+    values = torch.randint(vocab[0], vocab[1], (batch_size, pairs), generator=gen)
+    order = torch.stack([torch.randperm(pairs, generator=gen) for _ in range(batch_size)])
+    first = torch.stack([keys, values], dim=-1).reshape(batch_size, -1)
+    second = torch.stack([keys.gather(1, order), values.gather(1, order)], dim=-1).reshape(batch_size, -1)
+    ids = torch.cat([first, second], dim=1)
+    labels = torch.full_like(ids, -100)
+    labels[:, 2 * pairs + 1 :: 2] = ids[:, 2 * pairs + 1 :: 2]
+    return ids, labels
+
+
+COPY_TASKS = {"repeat": repeat_batch, "recall": recall_batch}
+
+
 def _copy_loss(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int], gen: torch.Generator,
                batch_size: int) -> torch.Tensor:
-    """LM loss on the second half of random sequences ``x x`` (the first half is unpredictable)."""
+    """LM loss of one batch of the configured copy task."""
     device = next(model.parameters()).device
-    k = cfg.copy_length
-    x = torch.randint(vocab[0], vocab[1], (batch_size, k), generator=gen)
-    ids = torch.cat([x, x], dim=1).to(device)
-    labels = ids.clone()
-    labels[:, : k + 1] = -100
-    return model(input_ids=ids, labels=labels).loss
+    ids, labels = COPY_TASKS[cfg.copy_task](vocab, cfg.copy_length, batch_size, gen)
+    return model(input_ids=ids.to(device), labels=labels.to(device)).loss
 
 
 def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int]) -> float:
     """Copy phase: returns the mean loss of its last steps."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.copy_lr or cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     for step in range(cfg.copy_steps):
@@ -134,7 +179,7 @@ def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[in
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0 or step == cfg.copy_steps - 1:
             log.info("warm start copy step %d/%d loss %.4f", step + 1, cfg.copy_steps, losses[-1])
     tail = losses[-10:]
@@ -152,7 +197,8 @@ def run_warm_start(
     """Train ``model`` in place on (prompt ids, completion ids) pairs, or load the cached result.
 
     ``copy_vocab`` = (first, end) token-id range drawn by the copy phase (e.g. skip special tokens).
-    Returns ``{"steps", "copy_steps", "copy_final_loss", "final_loss", "time_s", "cached"}``.
+    Returns ``{"steps", "copy_steps", "copy_final_loss", "final_loss", "copy_mix_final_loss", "time_s",
+    "cached"}``.
     """
     cache = Path(cfg.cache_dir) / f"{key}.pt" if cfg.cache_dir and key else None
     if cache is not None and cache.exists():
@@ -178,11 +224,14 @@ def run_warm_start(
     if cfg.copy_steps > 0:
         copy_loss = _copy_pretrain(model, cfg, copy_vocab)
     mix_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    mix_losses: list[float] = []
     for step, (ids, mask, labels) in enumerate(_batches(examples, cfg, pad_id)):
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
         loss = out.loss
         if cfg.copy_mix:
-            loss = loss + _copy_loss(model, cfg, copy_vocab, mix_gen, max(cfg.copy_batch_size // 2, 1))
+            mix_loss = _copy_loss(model, cfg, copy_vocab, mix_gen, max(cfg.copy_batch_size // 2, 1))
+            mix_losses.append(mix_loss.item())
+            loss = loss + mix_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
@@ -190,12 +239,14 @@ def run_warm_start(
         opt.zero_grad(set_to_none=True)
         losses.append(float(out.loss))
         if step % 50 == 0 or step == cfg.steps - 1:
-            log.info("warm start step %d/%d loss %.4f", step + 1, cfg.steps, losses[-1])
+            log.info("warm start step %d/%d loss %.4f%s", step + 1, cfg.steps, losses[-1],
+                     f" (copy {mix_losses[-1]:.4f})" if mix_losses else "")
     model.train(was_training)
     tail = losses[-10:]
     stats = {
         "steps": cfg.steps, "copy_steps": cfg.copy_steps, "copy_final_loss": copy_loss,
         "final_loss": sum(tail) / len(tail), "time_s": time.perf_counter() - start,
+        "copy_mix_final_loss": sum(mix_losses[-10:]) / len(mix_losses[-10:]) if mix_losses else None,
     }
     if not math.isfinite(stats["final_loss"]):
         raise FloatingPointError(f"warm start diverged (loss {stats['final_loss']}); lower warm_start.lr")

@@ -169,7 +169,8 @@ SMALL = [
     "--data.init_args.synthetic.num_misinformed=20", "--data.init_args.synthetic.num_interest_records=6",
     "--data.init_args.batch_size=2", "--data.init_args.max_eval_queries=6", "--data.init_args.eval_batch_size=6",
     "--model.init_args.tiny.hidden_size=32", "--model.init_args.tiny.num_layers=1",
-    "--model.init_args.warm_start.steps=3", "--model.init_args.generation.num_generations=2",
+    "--model.init_args.warm_start.steps=3", "--model.init_args.warm_start.copy_steps=2",
+    "--model.init_args.generation.num_generations=2",
     "--model.init_args.generation.max_completion_length=8", "--model.init_args.graph.inline_lightgcn_epochs=1",
 ]
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class WarmStartConfig:
 
     steps: int = 0
     copy_steps: int = 0
-    copy_task: str = "repeat"
+    copy_task: Literal["repeat", "recall"] = "repeat"
     copy_length: int = 12
     copy_batch_size: int = 64
     copy_lr: float | None = None
@@ -170,7 +170,8 @@ def _copy_loss(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, i
 def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int]) -> float:
     """Copy phase: returns the mean loss of its last steps."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.copy_lr or cfg.lr, weight_decay=cfg.weight_decay)
+    copy_lr = cfg.lr if cfg.copy_lr is None else cfg.copy_lr
+    opt = torch.optim.AdamW(params, lr=copy_lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     for step in range(cfg.copy_steps):

@@ -238,7 +238,7 @@ def run_warm_start(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(out.loss))
+        losses.append(out.loss.item())
         if step % 50 == 0 or step == cfg.steps - 1:
             log.info("warm start step %d/%d loss %.4f%s", step + 1, cfg.steps, losses[-1],
                      f" (copy {mix_losses[-1]:.4f})" if mix_losses else "")

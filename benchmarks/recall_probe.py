@@ -3,7 +3,7 @@
     python benchmarks/recall_probe.py [--steps 900] [--lr 1e-3] [--pairs 16] [--batch-size 32]
         [--vocab-size 1790] [--hidden-size 128] [--num-layers 4] [--seed 0]
 
-Trains a freshly initialised tiny Qwen2 (``TinyModelConfig`` sizes) on random key/value pairs shown again in
+Trains a freshly initialised tiny Qwen2 (the policy's own architecture, ``rerec.rl.tiny_model``) on random key/value pairs shown again in
 a shuffled order (``rerec.rl.warm_start.recall_batch``: only a content-based lookup predicts the second
 values) and prints one JSON object: the machine, the settings, the loss every 50 steps, the first logged
 step whose loss is below 1.0 (``formed_at``; ``null`` if it never is) and seconds per step. Chance is
@@ -19,17 +19,17 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import machine_info  # noqa: E402
 
-from rerec.rl.tiny_model import TinyModelConfig  # noqa: E402
+from rerec.rl.tiny_model import TinyModelConfig, init_tiny_model, tiny_qwen2_config  # noqa: E402
 from rerec.rl.warm_start import recall_batch  # noqa: E402
 
 FIRST_ID = 3  # skip the tiny tokenizer's special tokens, as the warm start does
@@ -52,15 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    tiny = TinyModelConfig()
-    config = Qwen2Config(
-        vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
-        intermediate_size=tiny.intermediate_size * args.hidden_size // tiny.hidden_size,
-        num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_kv_heads,
-        max_position_embeddings=tiny.max_position_embeddings, tie_word_embeddings=True,
-    )
-    torch.manual_seed(args.seed)
-    model = Qwen2ForCausalLM(config)
+    default = TinyModelConfig()
+    tiny = replace(default, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed,
+                   intermediate_size=default.intermediate_size * args.hidden_size // default.hidden_size)
+    model = init_tiny_model(tiny, tiny_qwen2_config(tiny, args.vocab_size))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed + 1)
     vocab = (FIRST_ID, args.vocab_size)

@@ -102,10 +102,11 @@ def aggregate(
 
     Per record: NDCG/Recall/Precision/HR@K of ``matched_item_ids`` against ``truth_item_ids`` (an
     unparsable answer is an empty list: all zero), accuracy = NDCG@1 of the top prediction, and FTR =
-    share of unparsable answers. ``off_candidate`` = share of parsed answers whose top title is none of the
-    prompt's candidates (candidate task; ``None`` when no record lists candidates). ``condition_satisfaction`` (:func:`~rerec.eval.metrics.
-    condition_satisfaction` over the first K predictions) is averaged over condition queries only, and
-    only when ``item_attributes`` is given; elsewhere it is ``None``.
+    share of unparsable answers. ``off_candidate`` = share of parsed answers whose top title is none of
+    the prompt's candidates (candidate task; ``None`` when no record lists candidates).
+    ``condition_satisfaction`` (:func:`~rerec.eval.metrics.condition_satisfaction` over the first K
+    predictions) is averaged over condition queries only, and only when ``item_attributes`` is given;
+    elsewhere it is ``None``.
 
     Returns:
         ``{"k": k, "overall": {metric: value}, "by_type": {type: {metric: value}}}``; ``count`` is the

@@ -142,6 +142,7 @@ class ReRecPolicy(L.LightningModule):
         self._rl_steps = 0
         self._eval_records: list[EvalRecord] = []
         self.summary: dict[str, Any] = {}
+        self._standalone_datamodule = None  # see attach_datamodule
 
     # ================================================================== building
     def attach_datamodule(self, dm) -> None:
@@ -153,7 +154,7 @@ class ReRecPolicy(L.LightningModule):
     def datamodule(self):
         dm = self._trainer.datamodule if self._trainer is not None else None
         if dm is None:
-            dm = getattr(self, "_standalone_datamodule", None)
+            dm = self._standalone_datamodule
         if dm is None or not hasattr(dm, "tasks"):
             raise RuntimeError("ReRecPolicy needs a RecDataModule (data: class_path rerec.data.datamodule.RecDataModule)")
         return dm

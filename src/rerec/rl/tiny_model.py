@@ -100,10 +100,11 @@ def build_tokenizer(
     return wrapped
 
 
-def build_tiny_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
-    """A randomly initialised Qwen2 sized by ``config`` for ``tokenizer`` (tied embeddings, float32)."""
-    hf_config = Qwen2Config(
-        vocab_size=len(tokenizer),
+def tiny_qwen2_config(config: TinyModelConfig, vocab_size: int, eos_token_id: int | None = None,
+                      pad_token_id: int | None = None) -> Qwen2Config:
+    """The Qwen2 architecture of ``config`` for a vocabulary of ``vocab_size`` (tied embeddings, no BOS)."""
+    return Qwen2Config(
+        vocab_size=vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_layers,
@@ -112,13 +113,23 @@ def build_tiny_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast
         max_position_embeddings=config.max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
         use_cache=True,
     )
+
+
+def init_tiny_model(config: TinyModelConfig, hf_config: Qwen2Config) -> Qwen2ForCausalLM:
+    """A Qwen2 with weights drawn from ``config.seed`` (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = Qwen2ForCausalLM(hf_config)
+        return Qwen2ForCausalLM(hf_config)
+
+
+def build_tiny_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 sized by ``config`` for ``tokenizer`` (tied embeddings, float32)."""
+    hf_config = tiny_qwen2_config(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    model = init_tiny_model(config, hf_config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None

@@ -9,7 +9,15 @@ import pytest
 
 from rerec.data.answer import parse_answer
 from rerec.data.kg_input import item_attributes
-from rerec.data.prompts import fact_relations, PromptConfig, build_messages, describe_facts, reasoning_trace
+from rerec.data.prompts import (
+    PromptConfig,
+    build_messages,
+    describe_facts,
+    fact_relations,
+    knowledge_lines,
+    natural_title,
+    reasoning_trace,
+)
 from rerec.data.recbench import load_release
 from rerec.data.records import Item, Query, QueryType, Release
 from rerec.data.synthetic import SyntheticWorldConfig, write_world
@@ -54,7 +62,7 @@ def test_misinformed_trace_exact_text() -> None:
     task = _task(QueryType.MISINFORMED, {"multihop_info": [HOP], "misinformed": [LIE]})
     trace = reasoning_trace(task, ITEMS, ATTRS)
     assert trace == (
-        "Silent River, The (1975): director Ann Lee, not Bo Chen.\n"
+        "Recall The Silent River (1975): director Ann Lee, not Bo Chen.\n"  # the film as requests name it
         "Needs: genre Drama; director Ann Lee.\n"  # most specific fact last
         "director Ann Lee Painted Mirror, The (1987).\n"  # the deciding fact, then the choice
         "\\boxed{ Painted Mirror, The (1987)}"
@@ -64,11 +72,42 @@ def test_misinformed_trace_exact_text() -> None:
 
 def test_implicit_trace_starts_with_the_true_reference_fact() -> None:
     trace = reasoning_trace(_task(QueryType.IMPLICIT, {"multihop_info": [HOP]}), ITEMS, ATTRS)
-    assert trace.splitlines()[0] == "Silent River, The (1975): director Ann Lee."
+    assert trace.splitlines()[0] == "Recall The Silent River (1975): director Ann Lee."
     # a reference item outside the catalog keeps its written title
     other = {**HOP, "movie": "Unknown Film (1960)"}
     trace = reasoning_trace(_task(QueryType.IMPLICIT, {"multihop_info": [other]}), ITEMS, ATTRS)
-    assert trace.splitlines()[0] == "Unknown Film (1960): director Ann Lee."
+    assert trace.splitlines()[0] == "Recall Unknown Film (1960): director Ann Lee."
+    # the catalog's spelling of the reference resolves to its natural-order name
+    hop = {**HOP, "movie": "Silent River, The (1975)"}
+    trace = reasoning_trace(_task(QueryType.IMPLICIT, {"multihop_info": [hop]}), ITEMS, ATTRS)
+    assert trace.splitlines()[0] == "Recall The Silent River (1975): director Ann Lee."
+
+
+def test_natural_title_moves_a_trailing_article_to_the_front() -> None:
+    assert natural_title("Silent River, The (1975)") == "The Silent River (1975)"
+    assert natural_title("Hollow Engine, A (2001)") == "A Hollow Engine (2001)"
+    assert natural_title("Owl, An (1960)") == "An Owl (1960)"
+    assert natural_title("Golden Harbor (1990)") == "Golden Harbor (1990)"
+    assert natural_title("Bridge, The") == "Bridge, The"  # no year: left alone
+    assert natural_title("Me, Myself and I (2000)") == "Me, Myself and I (2000)"
+
+
+def test_knowledge_lines_state_every_fact_of_every_item_once() -> None:
+    lines = knowledge_lines(ITEMS, ATTRS)
+    assert lines == [  # genres are skipped by default: a request states its genre
+        ("Recall The Silent River (1975): director", " Ann Lee."),
+        ("Recall The Painted Mirror (1987): star", " Zoe Tan."),
+        ("Recall The Painted Mirror (1987): director", " Ann Lee."),
+        ("Recall Golden Harbor (1990): director", " Bo Chen."),
+        ("Recall A Hollow Engine (2001): director", " Bo Chen."),
+    ]
+    every = knowledge_lines(ITEMS, ATTRS, skip=())
+    assert every[0] == ("Recall The Silent River (1975): genre", " Drama.")  # broad relations first
+    assert ("Recall A Hollow Engine (2001): genre", " Drama, War.") in every  # several values: one line
+    assert len(every) == 2 + 3 + 2 + 2
+    # the trace's reference line is a knowledge line's prefix + value
+    first = reasoning_trace(_task(QueryType.IMPLICIT, {"multihop_info": [HOP]}), ITEMS, ATTRS).splitlines()[0]
+    assert "".join(lines[0]) == first
 
 
 def test_trace_without_conditions_uses_genre() -> None:
@@ -163,7 +202,8 @@ def test_world_traces_and_facts(world: tuple[Release, dict[int, set[tuple[str, s
             ref = _ref_id(release, hop["movie"])
             phrase = {"Directed_by": "director", "Starring": "star", "Written_by": "writer",
                       "Produced_by": "studio"}[hop["relation"]]
-            fact = f"{release.items[ref].title}: {phrase} {hop['person']}"
+            fact = f"Recall {hop['movie']}: {phrase} {hop['person']}"  # the world's requests use natural order
+            assert natural_title(release.items[ref].title) == hop["movie"]
             assert (hop["relation"], hop["person"]) in kg[ref]
             if task.query_type == "misinformed":
                 wrong = task.query.extra["misinformed"][0]["person"]

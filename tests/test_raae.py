@@ -328,6 +328,7 @@ def _checker() -> FactChecker:
         ("Title Z (1990) stars Ann Lee.", []),  # true under Starring
         ("Silent River (1987): director Bo Chen, not Ann Lee.", [(1, "Directed_by", "Bo Chen")]),
         ("Silent River (1987): director Ann Lee, not Bo Chen.", []),  # negated value
+        ("Recall Silent River (1987): director Bo Chen, not Ann Lee.", [(1, "Directed_by", "Bo Chen")]),  # trace form
         ("Title Z (1990) is not directed by Ann Lee.", []),  # negation before the phrase
         ("Painted Mirror, The (1987): director Cy Dee; genre Drama, Comedy.", [(3, "Genre", "Comedy")]),
         ("Alien (1979): director Ann Lee.", []),  # the graph has no director for it: unknown

@@ -15,6 +15,7 @@ from rerec.rl.warm_start import (
     recall_batch,
     repeat_batch,
     run_warm_start,
+    sequences_fingerprint,
     vocab_fingerprint,
 )
 
@@ -70,6 +71,24 @@ def test_trace_sft_with_copy_mix_lowers_the_loss_and_caches(tmp_path: Path) -> N
     assert again["cached"] is True and again["final_loss"] == stats["final_loss"]
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_knowledge_lines_are_learned_alongside_the_traces() -> None:
+    # 30 "facts": prefix (film, relation) → value. Only the knowledge batches teach them; chance is ln 64.
+    facts = [([10 + i, 50 + i % 3], [20 + (7 * i) % 30, 62]) for i in range(30)]
+    cfg = WarmStartConfig(steps=300, knowledge_batch_size=16, lr=3e-3, batch_size=8, cache_dir=None)
+    model = _model()
+    stats = run_warm_start(model, EXAMPLES, cfg, pad_id=0, knowledge=facts)
+    assert stats["knowledge_final_loss"] < 0.3
+    model.eval()
+    with torch.no_grad():
+        ids = torch.tensor([p for p, _ in facts])
+        predicted = model(input_ids=ids).logits[:, -1].argmax(-1)
+    assert (predicted == torch.tensor([v[0] for _, v in facts])).float().mean() >= 0.9
+    plain = run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=5, lr=3e-3, cache_dir=None), pad_id=0)
+    assert plain["knowledge_final_loss"] is None
+    with pytest.raises(ValueError, match="knowledge_batch_size"):
+        run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=1, knowledge_batch_size=4, cache_dir=None), pad_id=0)
 
 
 def test_repeat_batch_labels_the_repeat_after_its_first_token() -> None:
@@ -130,3 +149,14 @@ def test_vocab_fingerprint_changes_with_any_token_id() -> None:
     assert vocab_fingerprint(_Vocab(base)) == vocab_fingerprint(_Vocab(dict(reversed(list(base.items())))))
     assert vocab_fingerprint(_Vocab(base)) != vocab_fingerprint(_Vocab({"a": 0, "b": 2, "c": 1}))
     assert vocab_fingerprint(_Vocab(base)) != vocab_fingerprint(_Vocab({**base, "d": 3}))
+
+
+def test_sequences_fingerprint_changes_with_any_training_token() -> None:
+    # A trace-format change is code, not config: the cache key must still see it.
+    facts = [([10, 11], [20, 62])]
+    base = sequences_fingerprint(EXAMPLES, facts)
+    assert base == sequences_fingerprint(list(EXAMPLES), list(facts))
+    assert base != sequences_fingerprint(EXAMPLES, [([10, 11], [21, 62])])
+    assert base != sequences_fingerprint(EXAMPLES[:-1], facts)
+    assert base != sequences_fingerprint(EXAMPLES + facts)  # which list a pair belongs to matters
+    assert sequences_fingerprint([([1], [2, 3])]) != sequences_fingerprint([([1, 2], [3])])  # prompt/completion split

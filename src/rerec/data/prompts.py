@@ -8,7 +8,7 @@ Open task: the request (and history), answer with up to K titles in one box sepa
 The reasoning trace of a candidate task (one segment per line, the answer line last) is what a correct
 model would write, and is what RAAE segments:
 
-    Silent River (1975): director Ann Lee, not Bo Chen.      (implicit/misinformed: the referenced fact)
+    Recall The Silent River (1975): director Ann Lee, not Bo Chen.   (implicit/misinformed: the fact)
     Needs: genre Drama; director Ann Lee.                    (condition queries)
     director Ann Lee Painted Mirror, The (1987).             (the deciding fact, then the choice)
     \\boxed{ Painted Mirror, The (1987)}
@@ -22,6 +22,7 @@ The box puts a space before the title so the title is the same (entity) token as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +74,16 @@ class PromptConfig:
     history_items: int = 0
     open_k: int = 10
     item_noun: str = "film"
+
+
+_CATALOG_ARTICLE = re.compile(r"^(.*\S), (The|A|An) (\(\d{4}\))$")
+
+
+def natural_title(title: str) -> str:
+    """``"Silent River, The (1975)"`` → ``"The Silent River (1975)"`` (how requests name a film);
+    other titles are returned unchanged."""
+    m = _CATALOG_ARTICLE.match(title)
+    return f"{m.group(2)} {m.group(1)} {m.group(3)}" if m else title
 
 
 def _phrase(relation: str) -> str:
@@ -136,8 +147,11 @@ def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attrib
     title_of = {_normalised_natural(it.title): it for it in items.values()} if hops else {}
     for hop in hops:
         ref = title_of.get(_normalised_natural(str(hop.get("movie", ""))))
-        ref_title = ref.title if ref else str(hop.get("movie", ""))
-        line = f"{ref_title}: {_phrase(str(hop.get('relation')))} {hop.get('person')}"
+        # The film as a request names it (natural order): the same words as the query and the knowledge
+        # lines of ``knowledge_lines``; "Recall" keeps the title from starting the completion, so it is
+        # the same (entity) token as in the request.
+        ref_title = natural_title(ref.title) if ref else str(hop.get("movie", ""))
+        line = f"Recall {ref_title}: {_phrase(str(hop.get('relation')))} {hop.get('person')}"
         wrong = [m.get("person") for m in q.extra.get("misinformed") or [] if m.get("movie") == hop.get("movie")]
         if wrong:
             line += f", not {wrong[0]}"
@@ -153,6 +167,23 @@ def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attrib
     lines.append(f"{key} {target.title}." if key else f"{target.title}.")
     lines.append(f"\\boxed{{ {target.title}}}")
     return "\n".join(lines)
+
+
+def knowledge_lines(
+    items: Mapping[int, Item], attributes: Attributes, skip: Sequence[str] = ("Genre",)
+) -> list[tuple[str, str]]:
+    """The catalog's facts as ``("Recall The Silent River (1975): director", " Ann Lee.")`` pairs, one per
+    item and relation (except ``skip``), in the words of the traces' reference lines: the tiny model's
+    stand-in for a pretrained LLM's knowledge of the films, without which an implicit request cannot be
+    resolved. Genres are skipped by default: a request states its genre, and a recalled genre of a film the
+    user names competed with it (interest-based requests fell from 0.61 to 0.06 held-out)."""
+    lines = []
+    for item_id in sorted(items):
+        attrs = {(r, v) for r, v in attributes.get(item_id, set()) if r not in skip}
+        for relation in sorted({r for r, _ in attrs}, key=lambda r: (_SPECIFICITY.get(r, 3), r)):
+            values = ", ".join(sorted(v for r, v in attrs if r == relation))
+            lines.append((f"Recall {natural_title(items[item_id].title)}: {_phrase(relation)}", f" {values}."))
+    return lines
 
 
 def _normalised_natural(title: str) -> str:

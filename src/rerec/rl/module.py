@@ -30,7 +30,7 @@ import torch
 from jsonargparse import lazy_instance
 
 from rerec.data.curriculum import curriculum_of, zero_variance_groups
-from rerec.data.prompts import build_messages, reasoning_trace
+from rerec.data.prompts import build_messages, knowledge_lines, natural_title, reasoning_trace
 from rerec.data.tasks import RecTask
 from rerec.eval.report import EvalRecord, aggregate, write_predictions_jsonl, write_report
 from rerec.graph.config import GraphRewardConfig, build_graph_scorer
@@ -42,7 +42,13 @@ from rerec.rl.policy_loading import ModelConfig, load_policy, prepare_policy, re
 from rerec.rl.rewards import RecReward, RewardConfig
 from rerec.rl.rollout import GenerationConfig, generate
 from rerec.rl.tiny_model import TinyModelConfig, build_tiny_model, build_tokenizer
-from rerec.rl.warm_start import WarmStartConfig, cache_key, run_warm_start, vocab_fingerprint
+from rerec.rl.warm_start import (
+    WarmStartConfig,
+    cache_key,
+    run_warm_start,
+    sequences_fingerprint,
+    vocab_fingerprint,
+)
 
 log = logging.getLogger("rerec.rl")
 
@@ -168,6 +174,7 @@ class ReRecPolicy(L.LightningModule):
         if self.model_config.name_or_path == TINY:
             entities = (
                 [it.title for it in dm.items.values()]
+                + [natural_title(it.title) for it in dm.items.values()]  # as requests name them
                 + [v for attrs in dm.attributes.values() for r, v in attrs if r != "Genre"]
                 if self.tiny.entity_tokens else []
             )
@@ -222,17 +229,23 @@ class ReRecPolicy(L.LightningModule):
                                                    add_special_tokens=False).input_ids)
             for t in tasks
         ]
+        knowledge = []
+        if cfg.knowledge_batch_size > 0:
+            knowledge = [(tokenizer(p, add_special_tokens=False).input_ids, tokenizer(v, add_special_tokens=False).input_ids)
+                         for p, v in knowledge_lines(dm.items, dm.attributes)]
         # The vocabulary is part of the key: the tiny tokenizer is trained on the task prompts, so any data
         # setting that changes them (e.g. max_train_queries) changes the token ids the weights refer to.
+        # The training sequences themselves are in it too, so a change of the trace or knowledge-line format
+        # (code, not config) cannot load weights trained on the old text.
         key = cache_key(
-            "warm-start/2", vocab_fingerprint(tokenizer), self.model_config.name_or_path, asdict(self.tiny),
+            "warm-start/3", vocab_fingerprint(tokenizer), sequences_fingerprint(examples, knowledge), self.model_config.name_or_path, asdict(self.tiny),
             asdict(cfg), asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
             dm.test_fraction, dm.val_fraction, dm.warm_start_fraction, dm.query_types,
         )
         # The copy phase draws ordinary tokens (after the special tokens at the start of the vocabulary).
         first = max(tokenizer.all_special_ids) + 1
-        stats = run_warm_start(model, examples, cfg, tokenizer.pad_token_id, key, (first, len(tokenizer)))
+        stats = run_warm_start(model, examples, cfg, tokenizer.pad_token_id, key, (first, len(tokenizer)), knowledge)
         self.summary["warm_start"] = stats
 
     # ================================================================== optimisation

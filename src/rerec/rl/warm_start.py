@@ -62,6 +62,11 @@ class WarmStartConfig:
         warmup_steps: Linear warm-up steps.
         weight_decay: AdamW weight decay.
         max_grad_norm: Gradient clipping.
+        knowledge_batch_size: Catalog facts (``knowledge_lines``: "Recall <film>: <relation> <value>.",
+            loss on the value) added to every trace-SFT step (0 = none). A model trained from scratch knows
+            no film; a pretrained LLM knows most. Without the facts the tiny model must recall a referenced
+            film's director from the few traces that mention it, and implicit/misinformed requests stay
+            near chance.
         max_examples: Use at most this many training tasks (``null`` = all). Fewer examples or steps leave
             more for RL to learn.
         cache_dir: Folder where the warm-started weights are cached by a hash of every input that
@@ -76,6 +81,7 @@ class WarmStartConfig:
     copy_batch_size: int = 64
     copy_lr: float | None = None
     copy_mix: bool = False
+    knowledge_batch_size: int = 0
     lr: float = 3e-3
     batch_size: int = 16
     warmup_steps: int = 20
@@ -105,13 +111,24 @@ def vocab_fingerprint(tokenizer) -> str:
     return hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
 
 
-def _batches(examples: Sequence[tuple[list[int], list[int]]], cfg: WarmStartConfig, pad_id: int):
-    rng = np.random.default_rng(cfg.seed)
+def sequences_fingerprint(*example_lists: Sequence[tuple[list[int], list[int]]]) -> str:
+    """A hash of (prompt ids, completion ids) training pairs, for cache keys of weights trained on them."""
+    h = hashlib.sha1()
+    for examples in example_lists:
+        h.update(b"\x1e")
+        for prompt, completion in examples:
+            h.update(json.dumps([prompt, completion]).encode())
+    return h.hexdigest()[:16]
+
+
+def _batches(examples: Sequence[tuple[list[int], list[int]]], steps: int, batch_size: int, seed: int, pad_id: int):
+    """``steps`` padded (ids, mask, labels) batches, epochs of seeded permutations; loss on completions."""
+    rng = np.random.default_rng(seed)
     order: list[int] = []
-    for _ in range(cfg.steps):
-        if len(order) < cfg.batch_size:
+    for _ in range(steps):
+        if len(order) < batch_size:
             order += list(rng.permutation(len(examples)))
-        chosen, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        chosen, order = order[:batch_size], order[batch_size:]
         seqs = [examples[i] for i in chosen]
         width = max(len(p) + len(c) for p, c in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -194,12 +211,14 @@ def run_warm_start(
     pad_id: int,
     key: str | None = None,
     copy_vocab: tuple[int, int] | None = None,
+    knowledge: Sequence[tuple[list[int], list[int]]] = (),
 ) -> dict[str, Any]:
     """Train ``model`` in place on (prompt ids, completion ids) pairs, or load the cached result.
 
     ``copy_vocab`` = (first, end) token-id range drawn by the copy phase (e.g. skip special tokens).
-    Returns ``{"steps", "copy_steps", "copy_final_loss", "final_loss", "copy_mix_final_loss", "time_s",
-    "cached"}``.
+    ``knowledge``: (prefix ids, value ids) fact pairs, ``knowledge_batch_size`` of them in every step.
+    Returns ``{"steps", "copy_steps", "copy_final_loss", "final_loss", "copy_mix_final_loss",
+    "knowledge_final_loss", "time_s", "cached"}``.
     """
     cache = Path(cfg.cache_dir) / f"{key}.pt" if cfg.cache_dir and key else None
     if cache is not None and cache.exists():
@@ -224,15 +243,26 @@ def run_warm_start(
         raise ValueError("warm start: the copy phase needs copy_vocab (a token-id range)")
     if cfg.copy_steps > 0:
         copy_loss = _copy_pretrain(model, cfg, copy_vocab)
+    if cfg.knowledge_batch_size > 0 and not knowledge:
+        raise ValueError("warm start: knowledge_batch_size > 0 but no knowledge line was given")
     mix_gen = torch.Generator().manual_seed(cfg.seed + 1)
     mix_losses: list[float] = []
-    for step, (ids, mask, labels) in enumerate(_batches(examples, cfg, pad_id)):
+    facts = (_batches(knowledge, cfg.steps, cfg.knowledge_batch_size, cfg.seed + 2, pad_id)
+             if cfg.knowledge_batch_size > 0 else None)
+    fact_losses: list[float] = []
+    for step, (ids, mask, labels) in enumerate(_batches(examples, cfg.steps, cfg.batch_size, cfg.seed, pad_id)):
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
         loss = out.loss
         if cfg.copy_mix:
             mix_loss = _copy_loss(model, cfg, copy_vocab, mix_gen, max(cfg.copy_batch_size // 2, 1))
             mix_losses.append(mix_loss.item())
             loss = loss + mix_loss
+        if facts is not None:
+            f_ids, f_mask, f_labels = next(facts)
+            fact_loss = model(input_ids=f_ids.to(device), attention_mask=f_mask.to(device),
+                              labels=f_labels.to(device)).loss
+            fact_losses.append(fact_loss.item())
+            loss = loss + fact_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
@@ -240,14 +270,16 @@ def run_warm_start(
         opt.zero_grad(set_to_none=True)
         losses.append(out.loss.item())
         if step % 50 == 0 or step == cfg.steps - 1:
-            log.info("warm start step %d/%d loss %.4f%s", step + 1, cfg.steps, losses[-1],
-                     f" (copy {mix_losses[-1]:.4f})" if mix_losses else "")
+            log.info("warm start step %d/%d loss %.4f%s%s", step + 1, cfg.steps, losses[-1],
+                     f" (copy {mix_losses[-1]:.4f})" if mix_losses else "",
+                     f" (facts {fact_losses[-1]:.4f})" if fact_losses else "")
     model.train(was_training)
     tail = losses[-10:]
     stats = {
         "steps": cfg.steps, "copy_steps": cfg.copy_steps, "copy_final_loss": copy_loss,
         "final_loss": sum(tail) / len(tail), "time_s": time.perf_counter() - start,
         "copy_mix_final_loss": sum(mix_losses[-10:]) / len(mix_losses[-10:]) if mix_losses else None,
+        "knowledge_final_loss": sum(fact_losses[-10:]) / len(fact_losses[-10:]) if fact_losses else None,
     }
     if not math.isfinite(stats["final_loss"]):
         raise FloatingPointError(f"warm start diverged (loss {stats['final_loss']}); lower warm_start.lr")

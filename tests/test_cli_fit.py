@@ -67,7 +67,7 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
                  "curriculum/active", "curriculum/mean_difficulty"):
         assert name in means, name
     assert isinstance(summary["curriculum"], list)
-    assert "warm_start" in summary
+    assert summary["warm_start"]["knowledge_final_loss"] is not None  # tiny.yaml's knowledge lines are used
     config = (run / "config.yaml").read_text()
     assert "rerec.rl.module.ReRecPolicy" in config and "RAAEAdvantage" in config
     assert (run / "metrics.csv").exists() and (run / "val_before.md").exists() and (run / "val_after.json").exists()

@@ -15,7 +15,11 @@ Two phases:
      token after it — which is the candidate task's own lookup ("director Ann Lee" → the title that
      follows " Ann Lee" in the prompt). The tiny model forms it after ~700 steps at lr 1e-3; at 3e-3 it
      does not form at all in 900 steps, hence the copy phase's own ``copy_lr``.
-2. **Trace SFT** (``steps``): next-token cross-entropy on the completion tokens only (prompt masked).
+2. **Trace SFT** (``steps``): next-token cross-entropy on the completion tokens only (prompt masked),
+   optionally with a recall batch (``copy_mix``) and a batch of the catalog's facts (``knowledge_batch_size``,
+   ``rerec.data.prompts.knowledge_lines``) added to every step: a model trained from scratch knows no film,
+   and an implicit request ("the studio behind The Restless Garden") needs a fact that the request does
+   not state.
 
 The result is cached on disk under a key of everything that determines it, so repeated runs (tests,
 ablations with several seeds of RL) share one warm-started checkpoint instead of re-training it.

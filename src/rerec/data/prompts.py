@@ -175,8 +175,8 @@ def knowledge_lines(
     """The catalog's facts as ``("Recall The Silent River (1975): director", " Ann Lee.")`` pairs, one per
     item and relation (except ``skip``), in the words of the traces' reference lines: the tiny model's
     stand-in for a pretrained LLM's knowledge of the films, without which an implicit request cannot be
-    resolved. Genres are skipped by default: a request states its genre, and a recalled genre of a film the
-    user names competed with it (interest-based requests fell from 0.61 to 0.06 held-out)."""
+    resolved. Genres are skipped by default: a request states its genre, and no trace recalls one.
+    """
     lines = []
     for item_id in sorted(items):
         attrs = {(r, v) for r, v in attributes.get(item_id, set()) if r not in skip}

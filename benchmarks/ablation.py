@@ -48,9 +48,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = "configs/tiny.yaml"
 GRPO_CONFIG = "configs/tiny-grpo.yaml"
-# Budgets measured on the 2-core CPU machine: one RL step of tiny.yaml takes ~0.9 s alone, ~1.3 s with
-# two jobs in parallel; each run adds ~40 s of start-up and evaluation; the warm start is trained once.
-STUDY_STEPS = 300  # as tiny.yaml; 8 variants × 3 seeds: 46 min measured with 2 jobs (budget: about an hour)
+# Budgets measured on the 2-core CPU machine: one RL step of tiny.yaml takes ~0.4 s alone (2 threads),
+# ~0.55 s with two 1-thread jobs in parallel; each run adds ~25 s of start-up and evaluation; the warm
+# start is trained once (~7 min with 1 thread).
+STUDY_STEPS = 300  # as tiny.yaml; 8 variants × 3 seeds: 39–46 min measured with 2 jobs (budget: about an hour)
 QUICK_STEPS = 150  # 8 variants × 1 seed < 15 minutes with 2 jobs
 QUICK_SEEDS = (0,)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -443,7 +444,7 @@ def write_outputs(out: Path, doc: dict[str, Any], chart: bool = True) -> None:
 
 # ================================================================================= main
 def default_steps() -> int:
-    """RL steps of the full study (as ``tiny.yaml``: 24 runs in about 46 minutes with 2 jobs)."""
+    """RL steps of the full study (as ``tiny.yaml``: 24 runs in about 40 minutes with 2 jobs)."""
     return STUDY_STEPS
 
 

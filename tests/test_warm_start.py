@@ -65,7 +65,7 @@ def test_trace_sft_with_copy_mix_lowers_the_loss_and_caches(tmp_path: Path) -> N
     stats = run_warm_start(model, EXAMPLES, cfg, pad_id=0, key=key, copy_vocab=(3, 60))
     assert stats["final_loss"] < 3.0 and not stats["cached"]  # chance is log(64) ≈ 4.16
     assert stats["copy_mix_final_loss"] is not None
-    assert (tmp_path / f"{key}.pt").exists()
+    assert (tmp_path / f"{key}-t{torch.get_num_threads()}.pt").exists()  # CPU: the thread count is in the key
     fresh = _model(seed=1)
     again = run_warm_start(fresh, EXAMPLES, cfg, pad_id=0, key=key, copy_vocab=(3, 60))
     assert again["cached"] is True and again["final_loss"] == stats["final_loss"]
@@ -89,6 +89,20 @@ def test_knowledge_lines_are_learned_alongside_the_traces() -> None:
     assert plain["knowledge_final_loss"] is None
     with pytest.raises(ValueError, match="knowledge_batch_size"):
         run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=1, knowledge_batch_size=4, cache_dir=None), pad_id=0)
+
+
+def test_cpu_thread_count_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    cfg = WarmStartConfig(steps=2, lr=3e-3, batch_size=4, cache_dir=str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert run_warm_start(_model(), EXAMPLES, cfg, pad_id=0, key="k")["cached"] is False
+        assert run_warm_start(_model(), EXAMPLES, cfg, pad_id=0, key="k")["cached"] is True
+        torch.set_num_threads(2)  # another reduction order: trained, not loaded
+        assert run_warm_start(_model(), EXAMPLES, cfg, pad_id=0, key="k")["cached"] is False
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["k-t1.pt", "k-t2.pt"]
 
 
 def test_repeat_batch_labels_the_repeat_after_its_first_token() -> None:

@@ -389,3 +389,21 @@ def test_kg_verified_raae_penalises_contradicted_facts() -> None:
     # Without kg_verify only the wrong-title lines are penalised.
     plain = RAAEAdvantage(w_penalty=0.2)(inputs)
     assert {round(x, 6) for x in _valid(plain.token_rewards, inputs.completion_mask)[0]} == {0.2, 0.16}
+
+
+def test_fact_checker_prefers_an_exact_title_to_a_longer_fuzzy_span() -> None:
+    # The warm-start trace writes "Recall <film>: ...". The longest span before "(1992)" fuzzily matches
+    # another film at the threshold; the film itself is matched exactly by a shorter span.
+    from rerec.data.matching import TitleMatcher
+    from rerec.data.records import Item
+
+    items = [Item(1, "Quiet Cathedral, The (1992)", ("Drama",)),
+             Item(5, "Meadow of the Quiet Cathedral (1975)", ("Drama",))]
+    matcher = TitleMatcher(items, threshold=0.8)
+    assert matcher.match("Recall The Quiet Cathedral (1992)").item_id == 5  # the trap
+    checker = FactChecker(matcher.match, {1: {("Directed_by", "Ann Lee")}, 5: {("Directed_by", "Bo Chen")}})
+    assert checker.contradictions("Recall The Quiet Cathedral (1992): director Ann Lee.") == []
+    found = checker.contradictions("Recall The Quiet Cathedral (1992): director Bo Chen.")
+    assert [(c.item_id, c.value) for c in found] == [(1, "Bo Chen")]
+    # with only a fuzzy reading available, the longest span is still used
+    assert checker.item_mentions("Meadow of the Quiet Cathedrals (1975)")[0][2] == 5

@@ -87,8 +87,11 @@ def test_knowledge_lines_are_learned_alongside_the_traces() -> None:
     assert (predicted == torch.tensor([v[0] for _, v in facts])).float().mean() >= 0.9
     plain = run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=5, lr=3e-3, cache_dir=None), pad_id=0)
     assert plain["knowledge_final_loss"] is None
-    with pytest.raises(ValueError, match="knowledge_batch_size"):
-        run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=1, knowledge_batch_size=4, cache_dir=None), pad_id=0)
+    with pytest.raises(ValueError, match="knowledge_batch_size"):  # before any (copy) training
+        run_warm_start(_model(), EXAMPLES, WarmStartConfig(steps=1, copy_steps=10**6, knowledge_batch_size=4,
+                                                           cache_dir=None), pad_id=0, copy_vocab=(3, 60))
+    with pytest.raises(ValueError, match="knowledge_batch_size must be >= 0"):
+        WarmStartConfig(knowledge_batch_size=-1)
 
 
 def test_cpu_thread_count_is_part_of_the_cache_key(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ class FactChecker:
         self.relations = tuple(checked)
         self._phrases = PhraseIndex((p, r) for r in checked for p in relation_phrases[r])
         self._values = PhraseIndex(((v, (r, v)) for r in checked for v in values[r]))
-        self._title_cache: dict[str, int | None] = {}
+        self._title_cache: dict[str, tuple[int | None, bool]] = {}
 
     @classmethod
     def from_triples(
@@ -152,11 +152,13 @@ class FactChecker:
             facts.setdefault(t.item_id, set()).add((t.relation, t.value))
         return cls(match_title, facts, **kwargs)
 
-    def _lookup(self, candidate: str) -> int | None:
+    def _lookup(self, candidate: str) -> tuple[int | None, bool]:
+        """(item id or ``None``, whether the match is exact or normalised rather than fuzzy)."""
         if candidate not in self._title_cache:
             if len(self._title_cache) >= _CACHE_LIMIT:
                 self._title_cache.clear()
-            self._title_cache[candidate] = _item_id(self.match_title(candidate))
+            result = self.match_title(candidate)
+            self._title_cache[candidate] = (_item_id(result), getattr(result, "score", 1.0) >= 1.0)
         return self._title_cache[candidate]
 
     def item_mentions(self, text: str) -> list[tuple[int, int, int]]:
@@ -166,12 +168,19 @@ class FactChecker:
         for year in _YEAR.finditer(text):
             lo = max(floor, *(text.rfind(d, 0, year.start()) + 1 for d in (";", "|", "\n")))
             starts = [m.start() for m in _NON_SPACE.finditer(text, lo, year.start())]
+            # Longest span first, but an exact title at any length beats a fuzzy one: "Recall The Quiet
+            # Cathedral (1992)" fuzzily matches another film, "The Quiet Cathedral (1992)" is the film.
+            fallback = None
             for start in starts[-self.max_title_words :]:
-                item = self._lookup(text[start : year.end()])
-                if item is not None:
-                    found.append((start, year.end(), item))
-                    floor = year.end()
+                item, exact = self._lookup(text[start : year.end()])
+                if item is not None and exact:
+                    fallback = (start, year.end(), item)
                     break
+                if item is not None and fallback is None:
+                    fallback = (start, year.end(), item)
+            if fallback is not None:
+                found.append(fallback)
+                floor = year.end()
         return found
 
     def contradictions(self, text: str) -> list[Contradiction]:

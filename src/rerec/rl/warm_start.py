@@ -99,6 +99,8 @@ class WarmStartConfig:
         # jsonargparse passes ``--...cache_dir null`` inside subclass init_args as the string "None".
         if self.cache_dir in ("None", "null", ""):
             self.cache_dir = None
+        if self.knowledge_batch_size < 0:
+            raise ValueError(f"warm_start.knowledge_batch_size must be >= 0, got {self.knowledge_batch_size}")
         if self.copy_task not in COPY_TASKS:
             raise ValueError(f"warm_start.copy_task must be one of {sorted(COPY_TASKS)}, got {self.copy_task!r}")
 
@@ -247,12 +249,12 @@ def run_warm_start(
     model.train()
     start, losses = time.perf_counter(), []
     copy_loss = None
+    if cfg.knowledge_batch_size > 0 and not knowledge:
+        raise ValueError("warm start: knowledge_batch_size > 0 but no knowledge line was given")
     if (cfg.copy_steps > 0 or cfg.copy_mix) and copy_vocab is None:
         raise ValueError("warm start: the copy phase needs copy_vocab (a token-id range)")
     if cfg.copy_steps > 0:
         copy_loss = _copy_pretrain(model, cfg, copy_vocab)
-    if cfg.knowledge_batch_size > 0 and not knowledge:
-        raise ValueError("warm start: knowledge_batch_size > 0 but no knowledge line was given")
     mix_gen = torch.Generator().manual_seed(cfg.seed + 1)
     mix_losses: list[float] = []
     facts = (_batches(knowledge, cfg.steps, cfg.knowledge_batch_size, cfg.seed + 2, pad_id)

@@ -170,16 +170,15 @@ class FactChecker:
             starts = [m.start() for m in _NON_SPACE.finditer(text, lo, year.start())]
             # Longest span first, but an exact title at any length beats a fuzzy one: "Recall The Quiet
             # Cathedral (1992)" fuzzily matches another film, "The Quiet Cathedral (1992)" is the film.
-            fallback = None
+            chosen = None
             for start in starts[-self.max_title_words :]:
                 item, exact = self._lookup(text[start : year.end()])
-                if item is not None and exact:
-                    fallback = (start, year.end(), item)
-                    break
-                if item is not None and fallback is None:
-                    fallback = (start, year.end(), item)
-            if fallback is not None:
-                found.append(fallback)
+                if item is not None and (exact or chosen is None):
+                    chosen = (start, year.end(), item)
+                    if exact:
+                        break
+            if chosen is not None:
+                found.append(chosen)
                 floor = year.end()
         return found
 

@@ -190,7 +190,13 @@ def _copy_loss(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, i
     return model(input_ids=ids.to(device), labels=labels.to(device)).loss
 
 
-def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int]) -> float:
+def _tail_mean(losses: Sequence[float], n: int = 10) -> float | None:
+    """Mean of the last ``n`` logged losses (the "final loss" of a phase); ``None`` when nothing was logged."""
+    tail = losses[-n:]
+    return sum(tail) / len(tail) if tail else None
+
+
+def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, int]) -> float | None:
     """Copy phase: returns the mean loss of its last steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     copy_lr = cfg.lr if cfg.copy_lr is None else cfg.copy_lr
@@ -206,8 +212,7 @@ def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[in
         losses.append(loss.item())
         if step % 50 == 0 or step == cfg.copy_steps - 1:
             log.info("warm start copy step %d/%d loss %.4f", step + 1, cfg.copy_steps, losses[-1])
-    tail = losses[-10:]
-    return sum(tail) / len(tail)
+    return _tail_mean(losses)
 
 
 def run_warm_start(
@@ -284,12 +289,10 @@ def run_warm_start(
                      f" (copy {mix_losses[-1]:.4f})" if mix_losses else "",
                      f" (facts {fact_losses[-1]:.4f})" if fact_losses else "")
     model.train(was_training)
-    tail = losses[-10:]
     stats = {
         "steps": cfg.steps, "copy_steps": cfg.copy_steps, "copy_final_loss": copy_loss,
-        "final_loss": sum(tail) / len(tail), "time_s": time.perf_counter() - start,
-        "copy_mix_final_loss": sum(mix_losses[-10:]) / len(mix_losses[-10:]) if mix_losses else None,
-        "knowledge_final_loss": sum(fact_losses[-10:]) / len(fact_losses[-10:]) if fact_losses else None,
+        "final_loss": _tail_mean(losses), "time_s": time.perf_counter() - start,
+        "copy_mix_final_loss": _tail_mean(mix_losses), "knowledge_final_loss": _tail_mean(fact_losses),
     }
     if not math.isfinite(stats["final_loss"]):
         raise FloatingPointError(f"warm start diverged (loss {stats['final_loss']}); lower warm_start.lr")

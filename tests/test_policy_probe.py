@@ -49,3 +49,15 @@ def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
     records = model.generate_answers(tasks)
     assert [r.candidate_item_ids for r in records] == [list(t.candidate_ids) for t in tasks]
     assert all(len(r.candidate_item_ids) == dm.num_candidates for r in records)
+
+
+def test_warm_start_cache_survives_a_moved_folder(tmp_path: Path) -> None:
+    """The cache key holds what determines the weights, not where they are kept."""
+    common = [*SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}"]
+    model, _ = policy_probe.build(str(REPO / "configs/tiny.yaml"),
+                                  [*common, f"--model.init_args.warm_start.cache_dir={tmp_path / 'a'}"])
+    assert model.summary["warm_start"]["cached"] is False
+    (tmp_path / "a").rename(tmp_path / "b")
+    model, _ = policy_probe.build(str(REPO / "configs/tiny.yaml"),
+                                  [*common, f"--model.init_args.warm_start.cache_dir={tmp_path / 'b'}"])
+    assert model.summary["warm_start"]["cached"] is True

@@ -236,10 +236,11 @@ class ReRecPolicy(L.LightningModule):
         # The vocabulary is part of the key: the tiny tokenizer is trained on the task prompts, so any data
         # setting that changes them (e.g. max_train_queries) changes the token ids the weights refer to.
         # The training sequences themselves are in it too, so a change of the trace or knowledge-line format
-        # (code, not config) cannot load weights trained on the old text.
+        # (code, not config) cannot load weights trained on the old text. Where the cache lives is not:
+        # a cache folder moved or shared between clones still hits.
         key = cache_key(
             "warm-start/3", vocab_fingerprint(tokenizer), sequences_fingerprint(examples, knowledge), self.model_config.name_or_path, asdict(self.tiny),
-            asdict(cfg), asdict(dm.synthetic),
+            {**asdict(cfg), "cache_dir": None}, asdict(dm.synthetic),
             asdict(dm.prompt), dm.root, dm.domain, dm.task, dm.num_candidates, dm.negatives, dm.seed,
             dm.test_fraction, dm.val_fraction, dm.warm_start_fraction, dm.query_types,
         )

@@ -94,6 +94,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("rerec_no_qas", "ReRec without QAS (w_qas = 0)", (), ("--model.init_args.reward.w_qas=0",)),
     Variant("rerec_no_pas", "ReRec without PAS (w_pas = 0)", (), ("--model.init_args.reward.w_pas=0",)),
     Variant("rerec_no_curriculum", "ReRec with static shuffling", (), ("--data.init_args.curriculum.mode=static",)),
+    Variant("rerec_rollout_baseline", "ReRec with RAAE's token rewards compared with the group's mean rollout "
+            "reward (baseline: rollouts)", (), ("--model.init_args.advantage.init_args.baseline=rollouts",)),
+    Variant("rerec_kg_verify", "ReRec with KG-verified RAAE (segments asserting a fact the graph contradicts "
+            "are penalised too)", (), ("--model.init_args.advantage.init_args.kg_verify=true",)),
 )}
 
 

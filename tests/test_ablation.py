@@ -135,7 +135,9 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
         "grpo": grpo_like, "rloo": grpo_like, "reinforce_pp": grpo_like, "rerec": set(),
         "rerec_no_raae": {f"{adv}.class_path"}, "rerec_no_qas": {f"{rew}.w_qas"},
         "rerec_no_pas": {f"{rew}.w_pas"}, "rerec_no_curriculum": {cur},
+        "rerec_rollout_baseline": set(), "rerec_kg_verify": set(),  # RAAE options only: checked below
     }
+    raae_options = {"rerec_rollout_baseline": {"baseline": "rollouts"}, "rerec_kg_verify": {"kg_verify": True}}
     classes = {"grpo": "GRPOAdvantage", "rloo": "RLOOAdvantage", "reinforce_pp": "ReinforcePPAdvantage",
                "rerec_no_raae": "GRPOAdvantage"}
     assert set(expected) == set(ab.VARIANTS)
@@ -153,6 +155,10 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
         advantage = config["model"]["init_args"]["advantage"]
         assert advantage["class_path"].endswith(classes.get(name, "RAAEAdvantage")), name
         instantiate_class((), advantage)  # the estimator accepts the init_args it ends up with
+        if name in raae_options:
+            ref_args = reference["model"]["init_args"]["advantage"]["init_args"]
+            assert advantage["init_args"] == {**ref_args, **raae_options[name]}, name
+            assert all(ref_args[k] != v for k, v in raae_options[name].items()), name
         if name == "rerec_no_raae":  # only the estimator changes, not the reward scaling
             assert advantage["init_args"]["scale_rewards"] == reference["model"]["init_args"]["advantage"][
                 "init_args"]["scale_rewards"]

@@ -407,3 +407,62 @@ def test_fact_checker_prefers_an_exact_title_to_a_longer_fuzzy_span() -> None:
     assert [(c.item_id, c.value) for c in found] == [(1, "Bo Chen")]
     # with only a fuzzy reading available, the longest span is still used
     assert checker.item_mentions("Meadow of the Quiet Cathedrals (1975)")[0][2] == 5
+
+
+def _equally_wrong() -> list[Rollout]:
+    """Two wrong answers with the same reward; only the first argues for its title in a reasoning line."""
+    return [
+        Rollout([("Se7en (1995): director Ann Lee.", W), ("\n", 0), ("\\boxed{Se7en (1995)}", 0)],
+                reward=0.1, truth="Silent River (1987)"),
+        Rollout([("Needs: director Ann Lee.", 0), ("\n", 0), ("\\boxed{Se7en (1995)}", 0)],
+                reward=0.1, truth="Silent River (1987)"),
+    ]
+
+
+def test_token_baseline_rewards_the_unpenalised_tokens_of_equally_wrong_answers() -> None:
+    """The paper's token mean: the penalty lowers the mean, so the wrong answer lines end above it."""
+    rollouts = _equally_wrong()
+    inputs, expected_w = _batch(rollouts, group_size=2)
+    out = RAAEAdvantage(w_penalty=W, scale_rewards=False)(inputs)
+    want = _expected(rollouts, expected_w)  # 0.07 on the penalised line, 0.1 elsewhere
+    mean = statistics.fmean(x for row in want for x in row)
+    assert mean < 0.1
+    got = _valid(out.advantages, inputs.completion_mask)
+    for g, w in zip(got, want):
+        assert g == pytest.approx([x - mean for x in w], abs=1e-6)
+    assert got[1][-2] > 0  # the last token of row 1's wrong \boxed{} answer (EOS is last)
+
+
+@pytest.mark.parametrize("scale", [False, True])
+def test_rollout_baseline_moves_only_the_penalised_segments_of_equally_wrong_answers(scale: bool) -> None:
+    rollouts = _equally_wrong()
+    inputs, expected_w = _batch(rollouts, group_size=2)
+    out = RAAEAdvantage(w_penalty=W, scale_rewards=scale, baseline="rollouts")(inputs)
+    want = _expected(rollouts, expected_w)
+    dev = [[x - 0.1 for x in row] for row in want]  # centre = mean of the rollout rewards (0.1, 0.1)
+    flat = [d for row in dev for d in row]
+    rms = (sum(d * d for d in flat) / (len(flat) - 1)) ** 0.5
+    for g, d in zip(_valid(out.advantages, inputs.completion_mask), dev):
+        assert g == pytest.approx([x / (rms + EPS) if scale else x for x in d], abs=1e-5)
+    penalised = [a for a, w in zip(_valid(out.advantages, inputs.completion_mask)[0], expected_w[0]) if w > 0]
+    assert penalised and all(a < 0 for a in penalised)
+    assert all(a == 0 for row, ws in zip(_valid(out.advantages, inputs.completion_mask), expected_w)
+               for a, w in zip(row, ws) if w == 0)
+
+
+def test_rollout_baseline_in_a_mixed_group_by_hand() -> None:
+    rollouts = _group()  # rewards 0.06 (wrong, one penalised line), 1.05 (correct), -0.1 (unparsable)
+    inputs, expected_w = _batch(rollouts, group_size=3)
+    out = RAAEAdvantage(w_penalty=W, baseline="rollouts")(inputs)
+    want = _expected(rollouts, expected_w)
+    centre = (0.06 + 1.05 - 0.1) / 3
+    dev = [[x - centre for x in row] for row in want]
+    flat = [d for row in dev for d in row]
+    rms = (sum(d * d for d in flat) / (len(flat) - 1)) ** 0.5
+    for g, d in zip(_valid(out.advantages, inputs.completion_mask), dev):
+        assert g == pytest.approx([x / (rms + EPS) for x in d], abs=1e-5)
+
+
+def test_unknown_baseline_is_rejected() -> None:
+    with pytest.raises(ValueError, match="baseline"):
+        RAAEAdvantage(baseline="median")

@@ -101,7 +101,9 @@ class AdvantageOutput:
     token_rewards: Tensor | None = None
 
 
-def normalize_groups(values: Tensor, mask: Tensor, group_size: int, scale: bool, eps: float) -> Tensor:
+def normalize_groups(
+    values: Tensor, mask: Tensor, group_size: int, scale: bool, eps: float, centre: Tensor | None = None
+) -> Tensor:
     """``(x − mean) / (std + eps)`` (or ``x − mean`` when ``scale`` is False) over the valid entries of
     each group of ``group_size`` consecutive rows; 0 where ``mask`` is False and in constant groups.
 
@@ -109,14 +111,16 @@ def normalize_groups(values: Tensor, mask: Tensor, group_size: int, scale: bool,
         values: (N, T) values (any float dtype; computed in float64).
         mask: (N, T) bool, which entries count and get a result.
         group_size: Rows per group (N for one batch-wide group).
-        scale: Divide by the group's unbiased std.
+        scale: Divide by the group's unbiased std (the root mean square deviation from ``centre`` when
+            one is given).
         eps: Added to the std.
+        centre: (N // group_size,) value subtracted in each group instead of the mean of its entries.
     """
     n, t = values.shape
     m = mask.reshape(n // group_size, group_size * t)
     x = torch.where(m, values.double().reshape(m.shape), 0.0)  # where, not *: padding may hold inf/NaN
     count = m.sum(1, dtype=torch.float64)
-    mean = x.sum(1) / count.clamp_min(1.0)
+    mean = x.sum(1) / count.clamp_min(1.0) if centre is None else centre.double().to(x.device)
     dev = (x - mean[:, None]) * m
     if scale:
         std = ((dev**2).sum(1) / (count - 1.0).clamp_min(1.0)).sqrt()
@@ -268,6 +272,13 @@ class RAAEAdvantage(AdvantageEstimator):
        valid tokens of the G rollouts of the prompt (longer rollouts weigh more); padding gets 0; a
        group whose token rewards are all equal gets 0. Unlike GRPO, a group whose rollouts all earned
        the same reward still gets non-zero advantages when some of its segments are penalised.
+       With ``baseline: rollouts`` the mean is that of the G rollout rewards ``r_i`` instead (each
+       rollout once, penalties left out), and the std the root mean square deviation of the token
+       rewards from it. The token mean of the paper lies below ``r`` whenever a segment is penalised,
+       so in a group of equally wrong answers every unpenalised token, the wrong ``\\boxed{}`` answer
+       included, gets a *positive* advantage (``+w·r·(penalised share)``, ±1-sized with
+       ``scale_rewards``); against the rollouts' mean those tokens get 0 and only the penalised
+       segments move, down.
 
     Metrics: ``raae/penalized_segment_frac`` = penalised segments / all segments of the checked rollouts
     (the wrong-answer rollouts, plus every rollout with ``kg_all_rollouts``); ``raae/penalized_token_frac``
@@ -287,6 +298,8 @@ class RAAEAdvantage(AdvantageEstimator):
         kg_penalty: Penalty weight for a contradicted fact; default ``w_penalty``.
         kg_all_rollouts: Fact-check every rollout, correct and unparsable ones included (default: the
             wrong-answer rollouts only, like the paper's rule).
+        baseline: What a token reward is compared with (see 4.): ``tokens``, the mean token reward of the
+            group (the paper's formula), or ``rollouts``, the mean rollout reward of the group.
     """
 
     name = "raae"
@@ -303,6 +316,7 @@ class RAAEAdvantage(AdvantageEstimator):
         kg_verify: bool = False,
         kg_penalty: float | None = None,
         kg_all_rollouts: bool = False,
+        baseline: Literal["tokens", "rollouts"] = "tokens",
     ) -> None:
         kg_penalty = w_penalty if kg_penalty is None else kg_penalty
         if not (0.0 <= w_penalty <= 1.0 and 0.0 <= kg_penalty <= 1.0):
@@ -311,6 +325,9 @@ class RAAEAdvantage(AdvantageEstimator):
             raise ValueError(f"segment_by must be one of {SEGMENT_MODES}, got {segment_by!r}")
         if eps <= 0 or penalty_floor < 0:
             raise ValueError(f"need eps > 0 and penalty_floor >= 0, got eps={eps}, penalty_floor={penalty_floor}")
+        if baseline not in ("tokens", "rollouts"):
+            raise ValueError(f"baseline must be 'tokens' or 'rollouts', got {baseline!r}")
+        self.baseline = baseline
         self.w_penalty = w_penalty
         self.segment_by = segment_by
         self.scale_rewards = scale_rewards
@@ -386,7 +403,8 @@ class RAAEAdvantage(AdvantageEstimator):
         r = inputs.rewards.detach().double().cpu()
         magnitude = r.abs().clamp_min(self.penalty_floor)
         token_rewards = torch.where(mask_cpu, r[:, None] - weights * magnitude[:, None], 0.0)
-        adv = normalize_groups(token_rewards, mask_cpu, inputs.group_size, self.scale_rewards, self.eps)
+        centre = r.reshape(-1, inputs.group_size).mean(1) if self.baseline == "rollouts" else None
+        adv = normalize_groups(token_rewards, mask_cpu, inputs.group_size, self.scale_rewards, self.eps, centre)
         valid = int(mask_cpu.sum())
         metrics = {
             "raae/penalized_segment_frac": n_penalized / n_segments if n_segments else 0.0,

@@ -141,6 +141,9 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
     classes = {"grpo": "GRPOAdvantage", "rloo": "RLOOAdvantage", "reinforce_pp": "ReinforcePPAdvantage",
                "rerec_no_raae": "GRPOAdvantage"}
     assert set(expected) == set(ab.VARIANTS)
+    assert ab.STUDY_VARIANTS == ("grpo", "rloo", "reinforce_pp", "rerec", "rerec_no_raae", "rerec_no_qas",
+                                 "rerec_no_pas", "rerec_no_curriculum")
+    assert ab.parse_args([]).variants == list(ab.STUDY_VARIANTS)
     reference = _resolved("rerec")
     assert reference["seed_everything"] == 7 and reference["trainer"]["max_steps"] == 3
     assert reference["trainer"]["logger"]["init_args"]["save_dir"] == "/tmp/unused"

@@ -104,6 +104,23 @@ def test_normalize_groups_token_level_by_hand() -> None:
     torch.testing.assert_close(out, expected)
 
 
+def test_normalize_groups_with_a_centre_by_hand() -> None:
+    # Same values, centre 2: deviations -1, 0 | 2; sample std about the centre sqrt((1 + 0 + 4) / 2).
+    values = torch.tensor([[1.0, 2.0], [4.0, 100.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    out = normalize_groups(values, mask, group_size=2, scale=True, eps=0.0, centre=torch.tensor([2.0]))
+    s = math.sqrt(5 / 2)
+    torch.testing.assert_close(out, torch.tensor([[-1 / s, 0.0], [2 / s, 0.0]], dtype=torch.float64))
+    # A group whose entries are all equal moves when they are off the centre, and is 0 when on it.
+    same = torch.full((2, 2), 0.5)
+    off = normalize_groups(same, mask, group_size=2, scale=False, eps=1e-4, centre=torch.tensor([0.4]))
+    torch.testing.assert_close(off, torch.tensor([[0.1, 0.1], [0.1, 0.0]], dtype=torch.float64))
+    on = normalize_groups(same, mask, group_size=2, scale=True, eps=1e-4, centre=torch.tensor([0.5]))
+    assert torch.equal(on, torch.zeros_like(on))
+    with pytest.raises(ValueError, match="centre must have shape"):
+        normalize_groups(values, mask, group_size=1, scale=True, eps=0.0, centre=torch.tensor([2.0]))
+
+
 def test_input_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="group_size"):
         GRPOAdvantage()(_inputs([1.0, 0.0, 1.0], 2, [[1], [1], [1]]))

@@ -105,18 +105,21 @@ def normalize_groups(
     values: Tensor, mask: Tensor, group_size: int, scale: bool, eps: float, centre: Tensor | None = None
 ) -> Tensor:
     """``(x − mean) / (std + eps)`` (or ``x − mean`` when ``scale`` is False) over the valid entries of
-    each group of ``group_size`` consecutive rows; 0 where ``mask`` is False and in constant groups.
+    each group of ``group_size`` consecutive rows; 0 where ``mask`` is False and in groups whose
+    deviations are all 0 (constant groups, or with ``centre`` every entry equal to it).
 
     Args:
         values: (N, T) values (any float dtype; computed in float64).
         mask: (N, T) bool, which entries count and get a result.
         group_size: Rows per group (N for one batch-wide group).
-        scale: Divide by the group's unbiased std (the root mean square deviation from ``centre`` when
-            one is given).
+        scale: Divide by the group's unbiased std, ``sqrt(Σ(x − c)² / (n − 1))`` with ``c`` the mean or
+            ``centre``.
         eps: Added to the std.
         centre: (N // group_size,) value subtracted in each group instead of the mean of its entries.
     """
     n, t = values.shape
+    if centre is not None and tuple(centre.shape) != (n // group_size,):
+        raise ValueError(f"centre must have shape ({n // group_size},), got {tuple(centre.shape)}")
     m = mask.reshape(n // group_size, group_size * t)
     x = torch.where(m, values.double().reshape(m.shape), 0.0)  # where, not *: padding may hold inf/NaN
     count = m.sum(1, dtype=torch.float64)
@@ -125,7 +128,10 @@ def normalize_groups(
     if scale:
         std = ((dev**2).sum(1) / (count - 1.0).clamp_min(1.0)).sqrt()
         dev = dev / (std[:, None] + eps)
-    constant = x.masked_fill(~m, float("-inf")).amax(1) == x.masked_fill(~m, float("inf")).amin(1)
+    if centre is None:
+        constant = x.masked_fill(~m, float("-inf")).amax(1) == x.masked_fill(~m, float("inf")).amin(1)
+    else:  # all equal but off the centre still moves: only exact zeros are cleaned up
+        constant = ((x - mean[:, None]) * m == 0).all(1)
     return dev.masked_fill(constant[:, None], 0.0).reshape(n, t)
 
 
@@ -273,12 +279,13 @@ class RAAEAdvantage(AdvantageEstimator):
        group whose token rewards are all equal gets 0. Unlike GRPO, a group whose rollouts all earned
        the same reward still gets non-zero advantages when some of its segments are penalised.
        With ``baseline: rollouts`` the mean is that of the G rollout rewards ``r_i`` instead (each
-       rollout once, penalties left out), and the std the root mean square deviation of the token
-       rewards from it. The token mean of the paper lies below ``r`` whenever a segment is penalised,
-       so in a group of equally wrong answers every unpenalised token, the wrong ``\\boxed{}`` answer
-       included, gets a *positive* advantage (``+w·r·(penalised share)``, ±1-sized with
-       ``scale_rewards``); against the rollouts' mean those tokens get 0 and only the penalised
-       segments move, down.
+       rollout once, penalties left out), and the std ``sqrt(Σ(r_{i,t} − mean)² / (n − 1))`` over the
+       group's valid tokens. The token mean of the paper lies below ``r`` whenever a segment is
+       penalised, so in a group of equally wrong answers every unpenalised token, the wrong
+       ``\\boxed{}`` answer included, gets a *positive* advantage (``w·max(|r|, penalty_floor)`` times
+       the penalised share of the group's tokens; ``sqrt(p / (1 − p))`` with ``scale_rewards``, e.g.
+       0.33 at a share ``p`` of 0.1); against the rollouts' mean those tokens get 0 and only the
+       penalised segments move, down.
 
     Metrics: ``raae/penalized_segment_frac`` = penalised segments / all segments of the checked rollouts
     (the wrong-answer rollouts, plus every rollout with ``kg_all_rollouts``); ``raae/penalized_token_frac``
@@ -290,7 +297,7 @@ class RAAEAdvantage(AdvantageEstimator):
     Args:
         w_penalty: Penalty weight ``w`` in [0, 1] for segments mentioning a wrong title (paper: 0.3).
         segment_by: ``"line"``, ``"paragraph"`` (blank-line separated) or ``"sentence"``.
-        scale_rewards: Divide by the group's token std; False keeps ``r_{i,t} − mean``.
+        scale_rewards: Divide by the group's token std (see 4.); False keeps ``r_{i,t} − mean``.
         eps: Added to the std.
         penalty_floor: Smallest reward magnitude the penalty is computed from (see 3.); 0 gives the
             paper's rule exactly, with no penalty at ``r = 0``.

@@ -66,7 +66,10 @@ class CurriculumConfig:
     Args:
         mode: ``online`` drops mastered queries and orders the rest by difficulty at every epoch
             boundary; ``static`` (ablation: no curriculum) serves a seeded shuffle of the whole training
-            set every epoch and never drops anything.
+            set every epoch and never drops anything. Online epochs shrink: Lightning stops with an
+            error once an integer ``trainer.val_check_interval`` exceeds an epoch's batches, unless
+            ``trainer.check_val_every_n_epoch`` is ``null`` (the interval then counts all batches);
+            per-epoch or fractional intervals are re-sized every epoch.
         tau: Mastery threshold: at an epoch boundary a query whose difficulty ``1 − mean NDCG@K`` (from
             the last time it was trained on) is below ``tau`` is dropped. Reference 0.1.
         order: Order of the active queries in the next epoch: ``easy_to_hard`` (reference),

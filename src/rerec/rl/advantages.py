@@ -125,13 +125,13 @@ def normalize_groups(
     count = m.sum(1, dtype=torch.float64)
     mean = x.sum(1) / count.clamp_min(1.0) if centre is None else centre.double().to(x.device)
     dev = (x - mean[:, None]) * m
+    if centre is None:  # max == min: the float mean of equal values need not equal them exactly
+        constant = x.masked_fill(~m, float("-inf")).amax(1) == x.masked_fill(~m, float("inf")).amin(1)
+    else:  # all equal but off the centre still moves: only exact zeros are cleaned up
+        constant = (dev == 0).all(1)
     if scale:
         std = ((dev**2).sum(1) / (count - 1.0).clamp_min(1.0)).sqrt()
         dev = dev / (std[:, None] + eps)
-    if centre is None:
-        constant = x.masked_fill(~m, float("-inf")).amax(1) == x.masked_fill(~m, float("inf")).amin(1)
-    else:  # all equal but off the centre still moves: only exact zeros are cleaned up
-        constant = ((x - mean[:, None]) * m == 0).all(1)
     return dev.masked_fill(constant[:, None], 0.0).reshape(n, t)
 
 

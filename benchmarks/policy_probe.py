@@ -8,7 +8,8 @@ warm start), without training, and prints one JSON object with the machine and, 
 
 - ``greedy``: accuracy overall / per type and ``off_candidate``, the share of answers that name none of the
   prompt's candidates (a title recalled from memory rather than read from the list);
-- ``sampled``: accuracy of ``--samples`` rollouts per query at the rollout temperature, and pass@samples;
+- ``sampled``: mean NDCG@1 of ``--samples`` answers per query sampled as the rollouts are, and
+  pass@samples (the measurement `eval_samples` adds to a fit's summary, on its own seeded random stream);
 - ``teacher_forced``: with the gold trace up to the chosen title, the probability mass the policy puts on
   the prompt's candidate titles and how often the gold title is the argmax (tiny model with entity tokens,
   where every title is one token);
@@ -25,7 +26,6 @@ import random
 import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,7 +38,6 @@ from ablation import machine_info  # noqa: E402
 
 from rerec.cli import ReRecCLI  # noqa: E402
 from rerec.data.prompts import reasoning_trace  # noqa: E402
-from rerec.rl.rollout import generate  # noqa: E402
 
 
 def build(config: str, overrides: list[str]):
@@ -63,20 +62,13 @@ def greedy(model, tasks) -> dict:
 
 @torch.no_grad()
 def sampled(model, tasks, samples: int) -> dict:
-    cfg = replace(model.generation, num_generations=samples)
-    hits: dict[str, list[list[bool]]] = defaultdict(list)
-    for start in range(0, len(tasks), 10):
-        batch = tasks[start : start + 10]
-        ro = generate(model.policy, model.tokenizer, model._prompt_batch(batch), cfg)
-        scored = model.reward(ro.texts, [t for t in batch for _ in range(samples)], model.device)
-        for i, task in enumerate(batch):
-            hits[task.query_type].append(scored.correct[i * samples : (i + 1) * samples])
-
-    def summary(groups: list[list[bool]]) -> dict:
-        return {"accuracy": sum(map(sum, groups)) / (samples * len(groups)),
-                f"pass@{samples}": sum(map(any, groups)) / len(groups), "count": len(groups)}
-
-    return {**summary([g for v in hits.values() for g in v]), "by_type": {t: summary(v) for t, v in hits.items()}}
+    res = model.evaluate_sampled(tasks, samples)
+    key = f"pass@{samples}"
+    return {
+        "accuracy": res["accuracy"], key: res["pass_at_n"], "count": res["count"],
+        "by_type": {t: {"accuracy": a, key: res["pass_at_n_by_type"][t], "count": res["count_by_type"][t]}
+                    for t, a in res["accuracy_by_type"].items()},
+    }
 
 
 @torch.no_grad()

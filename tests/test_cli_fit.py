@@ -43,7 +43,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
          "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
         {"class_path": "rerec.rl.checkpointing.AdapterExport"},
     ])
-    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}")])
+    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}",
+                        "--model.init_args.eval_samples=3")])
     run = next((tmp / "runs" / "rerec").glob("version_*"))
     return tmp, run
 
@@ -54,6 +55,9 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
     for key in ("val_before", "val_after"):
         assert set(summary[key]) >= {"accuracy", "accuracy_by_type"}
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
+        sampled = summary[key]["sampled"]
+        assert sampled["samples"] == 3 and sampled["count"] == summary[key]["count"]
+        assert 0.0 <= sampled["accuracy"] <= sampled["pass_at_n"] <= 1.0
         assert set(summary[key]["accuracy_by_type"]) <= {
             "explicit", "implicit", "misinformed", "interest_based", "demographics"}
     assert summary["steps"] == 2

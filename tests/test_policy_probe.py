@@ -51,6 +51,28 @@ def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
     assert all(len(r.candidate_item_ids) == dm.num_candidates for r in records)
 
 
+def test_sampled_evaluation_is_seeded_and_leaves_training_random_stream(tmp_path: Path) -> None:
+    """Same policy, same score; and the global RNG is where it was (RL's rollouts are not shifted)."""
+    import torch
+
+    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
+        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
+        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
+        "--model.init_args.generation.num_generations=2",
+    ])
+    tasks = dm.tasks["val"]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = model.evaluate_sampled(tasks, 4)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert model.evaluate_sampled(tasks, 4) == first
+    assert first["count"] == len(tasks) and first["samples"] == 4
+    assert 0.0 <= first["accuracy"] <= first["pass_at_n"] <= 1.0
+    assert first["temperature"] == model.generation.temperature
+    records = model.generate_answers(tasks[:2], samples=4)  # each task's samples contiguous
+    assert [r.query_id for r in records] == [t.query_id for t in tasks[:2] for _ in range(4)]
+
+
 def test_warm_start_cache_survives_a_moved_folder(tmp_path: Path) -> None:
     """The cache key holds what determines the weights, not where they are kept."""
     common = [*SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}"]

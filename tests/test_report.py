@@ -15,6 +15,7 @@ from rerec.eval.report import (
     aggregate,
     make_record,
     markdown_table,
+    sampled_summary,
     write_predictions_jsonl,
     write_report,
 )
@@ -62,6 +63,43 @@ def test_aggregate_hand_computed() -> None:
     assert overall["ftr"] == pytest.approx(1 / 3)
     assert overall["condition_satisfaction"] == pytest.approx(0.25)  # condition queries only
     assert overall["count"] == 3
+
+
+def _sample(qid: str, qtype: str, predicted: list[int], truth: list[int]) -> EvalRecord:
+    return EvalRecord(qid, qtype, "", ["t"] * len(predicted) if predicted else None, predicted,
+                      ["exact"] * len(predicted), truth)
+
+
+def test_sampled_summary_hand_computed() -> None:
+    """3 samples per query: accuracy is the mean top-1 hit over every sample, pass@3 any hit per query."""
+    recs = [
+        # explicit q1: hit, miss (a truth at rank 2 only), unparsable -> 1 of 3
+        _sample("e1", "explicit", [7], [7]), _sample("e1", "explicit", [8, 7], [7]), _sample("e1", "explicit", [], [7]),
+        # explicit q2: no hit -> 0 of 3
+        _sample("e2", "explicit", [1], [2]), _sample("e2", "explicit", [3], [2]), _sample("e2", "explicit", [-1], [2]),
+        # implicit q3 (listed first, reported after explicit): 2 of 3, either of two truths counts
+        _sample("i3", "implicit", [4], [4, 5]), _sample("i3", "implicit", [5], [4, 5]),
+        _sample("i3", "implicit", [6], [4, 5]),
+    ]
+    recs = recs[6:] + recs[:6]
+    out = sampled_summary(recs, 3)
+    assert out["samples"] == 3 and out["count"] == 3
+    assert out["accuracy"] == pytest.approx(3 / 9)
+    assert out["pass_at_n"] == pytest.approx(2 / 3)
+    assert list(out["accuracy_by_type"]) == ["explicit", "implicit"]
+    assert out["accuracy_by_type"] == pytest.approx({"explicit": 1 / 6, "implicit": 2 / 3})
+    assert out["pass_at_n_by_type"] == {"explicit": 0.5, "implicit": 1.0}
+    assert out["count_by_type"] == {"explicit": 2, "implicit": 1}
+
+
+def test_sampled_summary_rejects_broken_groups() -> None:
+    a, b = _sample("a", "explicit", [1], [1]), _sample("b", "explicit", [1], [1])
+    with pytest.raises(ValueError, match="whole groups of 2"):
+        sampled_summary([a, a, b], 2)
+    with pytest.raises(ValueError, match="mix queries"):
+        sampled_summary([a, b], 2)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        sampled_summary([a], 0)
 
 
 def test_off_candidate_share_of_parsed_candidate_answers() -> None:

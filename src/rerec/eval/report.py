@@ -121,6 +121,51 @@ def aggregate(
     return {"k": k, "overall": _summarise(everything, k, item_attributes), "by_type": result_by_type}
 
 
+def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, Any]:
+    """Accuracy of sampled answers: ``samples`` records per query, each query's records contiguous.
+
+    ``accuracy`` is the mean NDCG@1 over every query and sample, i.e. the expected accuracy of one
+    sampled answer; ``pass_at_n`` is the share of queries with at least one correct sample among its
+    ``samples``. Both overall and per query type (types in :class:`QueryType` order); ``count`` (and
+    ``count_by_type``) is the number of queries. A greedy answer flips at near-ties of the policy, so it moves by whole queries;
+    the sampled accuracy is a smooth function of the policy that RL optimises.
+
+    Raises:
+        ValueError: ``samples`` < 1, a record count that is not a multiple of ``samples``, or a group
+            whose records belong to different queries.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if len(records) % samples:
+        raise ValueError(f"{len(records)} records are not whole groups of {samples} samples")
+    groups: dict[str, list[list[float]]] = {}
+    for start in range(0, len(records), samples):
+        group = records[start : start + samples]
+        if len({r.query_id for r in group}) != 1:
+            ids = sorted({r.query_id for r in group})
+            raise ValueError(f"records {start}..{start + samples - 1} mix queries: {ids}")
+        hits = [ndcg_at_k(r.matched_item_ids, set(r.truth_item_ids), 1) for r in group]
+        groups.setdefault(group[0].query_type, []).append(hits)
+    order = [t.value for t in QueryType] + sorted(set(groups) - {t.value for t in QueryType})
+
+    def mean_accuracy(gs: list[list[float]]) -> float:
+        return sum(map(sum, gs)) / (samples * len(gs)) if gs else 0.0
+
+    def pass_at_n(gs: list[list[float]]) -> float:
+        return sum(max(g) > 0 for g in gs) / len(gs) if gs else 0.0
+
+    every = [g for t in order if t in groups for g in groups[t]]
+    return {
+        "samples": samples,
+        "accuracy": mean_accuracy(every),
+        "accuracy_by_type": {t: mean_accuracy(groups[t]) for t in order if t in groups},
+        "pass_at_n": pass_at_n(every),
+        "pass_at_n_by_type": {t: pass_at_n(groups[t]) for t in order if t in groups},
+        "count": len(every),
+        "count_by_type": {t: len(groups[t]) for t in order if t in groups},
+    }
+
+
 def _summarise(
     records: Sequence[EvalRecord], k: int, item_attributes: Mapping[int, set[tuple[str, str]]] | None
 ) -> dict[str, float | int | None]:

@@ -127,8 +127,9 @@ def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, An
     ``accuracy`` is the mean NDCG@1 over every query and sample, i.e. the expected accuracy of one
     sampled answer; ``pass_at_n`` is the share of queries with at least one correct sample among its
     ``samples``. Both overall and per query type (types in :class:`QueryType` order); ``count`` (and
-    ``count_by_type``) is the number of queries. A greedy answer flips at near-ties of the policy, so it moves by whole queries;
-    the sampled accuracy is a smooth function of the policy that RL optimises.
+    ``count_by_type``) is the number of queries. A greedy answer flips at near-ties of the policy, so
+    greedy accuracy moves by whole queries; the sampled accuracy is a smooth function of the policy
+    that RL optimises.
 
     Raises:
         ValueError: ``samples`` < 1, a record count that is not a multiple of ``samples``, or a group

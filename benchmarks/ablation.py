@@ -50,8 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = "configs/tiny.yaml"
 GRPO_CONFIG = "configs/tiny-grpo.yaml"
 # Budgets measured on the 2-core CPU machine: one RL step of tiny.yaml takes ~0.4 s alone (2 threads),
-# ~0.55 s with two 1-thread jobs in parallel; each run adds ~25 s of start-up and evaluation; the warm
-# start is trained once (~7 min with 1 thread).
+# ~0.55 s with two 1-thread jobs in parallel; each run adds ~25 s of start-up and greedy evaluation, and
+# ~20 s more for tiny.yaml's sampled evaluation (eval_samples: 16; not re-timed in a full study); the
+# warm start is trained once (~7 min with 1 thread).
 STUDY_STEPS = 300  # as tiny.yaml; 8 variants × 3 seeds: 39–46 min measured with 2 jobs (budget: about an hour)
 QUICK_STEPS = 150  # 8 variants × 1 seed < 15 minutes with 2 jobs
 QUICK_SEEDS = (0,)
@@ -169,6 +170,9 @@ def run_record(seed: int, run_dir: Path, rc: int, seconds: float, log_path: Path
             "val_before": {"accuracy": float(before["accuracy"]),
                            "accuracy_by_type": {k: float(v) for k, v in before["accuracy_by_type"].items()},
                            "count": before.get("count")},
+            # mean NDCG@1 of sampled answers and pass@n (eval_samples), kept raw: not in the tables yet
+            "sampled": after.get("sampled"),
+            "sampled_before": before.get("sampled"),
             "warm_start": summary.get("warm_start"),
             "summary": str(summaries[-1]),
         })

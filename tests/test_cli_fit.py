@@ -80,6 +80,29 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
 
 
+def test_sampled_evaluation_leaves_training_unchanged(fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    """The fixture's fit scores sampled answers before RL; the same fit without them trains identically."""
+    tmp, run = fitted
+    callbacks = json.dumps([
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
+        {"class_path": "rerec.rl.checkpointing.AdapterExport"},
+    ])
+    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}",
+                        "--model.init_args.eval_samples=0", f"--trainer.default_root_dir={tmp_path}",
+                        f"--trainer.logger.init_args.save_dir={tmp_path}")])
+    plain = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    sampled = json.loads((run / "summary.json").read_text())
+    assert "sampled" not in plain["val_before"] and "sampled" in sampled["val_before"]
+
+    def training(summary: dict) -> dict:
+        return {k: v for k, v in summary["train_metrics_mean"].items()
+                if not k.startswith("time/") and "per_s" not in k}
+
+    assert training(plain) == training(sampled)
+    assert plain["val_after"]["accuracy_by_type"] == sampled["val_after"]["accuracy_by_type"]
+
+
 def test_test_and_predict_from_the_checkpoint(fitted: tuple[Path, Path]) -> None:
     tmp, run = fitted
     ckpt = run / "checkpoints" / "last.ckpt"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -52,25 +55,61 @@ def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
 
 
 def test_sampled_evaluation_is_seeded_and_leaves_training_random_stream(tmp_path: Path) -> None:
-    """Same policy, same score; and the global RNG is where it was (RL's rollouts are not shifted)."""
+    """Same policy, same score whatever the global RNG; the global RNG is where it was afterwards."""
     import torch
 
     model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
         *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
         f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
-        "--model.init_args.generation.num_generations=2",
     ])
     tasks = dm.tasks["val"]
+    seen: list[list[str]] = []
+    answer = model.generate_answers
+
+    def recording(batch, samples=0):
+        records = answer(batch, samples=samples)
+        seen.append([r.completion for r in records])
+        return records
+
+    model.generate_answers = recording
     torch.manual_seed(123)
     state = torch.get_rng_state()
     first = model.evaluate_sampled(tasks, 4)
     assert torch.equal(torch.get_rng_state(), state)
-    assert model.evaluate_sampled(tasks, 4) == first
+    texts, seen[:] = list(seen), []
+    torch.manual_seed(456)  # another global stream: the evaluation must not draw from it
+    assert model.evaluate_sampled(tasks, 4) == first and seen == texts
+    seen.clear()
+    model.eval_seed = 1  # another evaluation stream: other samples (the model does sample)
+    model.evaluate_sampled(tasks, 4)
+    assert seen != texts
     assert first["count"] == len(tasks) and first["samples"] == 4
-    assert 0.0 <= first["accuracy"] <= first["pass_at_n"] <= 1.0
+    assert 0.0 <= first["accuracy"] <= 1.0
     assert first["temperature"] == model.generation.temperature
-    records = model.generate_answers(tasks[:2], samples=4)  # each task's samples contiguous
-    assert [r.query_id for r in records] == [t.query_id for t in tasks[:2] for _ in range(4)]
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        model.evaluate_sampled(tasks, 0)
+
+
+def test_sampled_answers_are_scored_against_their_own_task(tmp_path: Path, monkeypatch) -> None:
+    """Row i of a generate call belongs to prompt i // n: a generator that boxes each prompt's own
+    target must score 1.0 (a tiled instead of grouped pairing would score others' targets)."""
+    import rerec.rl.module as module
+
+    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
+        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
+        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
+    ])
+    tasks = dm.tasks["val"]
+    target = {tuple(model._prompt_ids[t.query_id]): dm.items[t.target_id].title for t in tasks}
+    assert len(target) == len(tasks)  # every prompt distinct, so the fake below is unambiguous
+
+    def fake_generate(policy, tokenizer, prompt_ids, config, num_generations=None, greedy=False):
+        n = num_generations or 1
+        return SimpleNamespace(texts=[rf"\boxed{{{target[tuple(p)]}}}" for p in prompt_ids for _ in range(n)])
+
+    monkeypatch.setattr(module, "generate", fake_generate)
+    out = model.evaluate_sampled(tasks, 3)
+    assert out["accuracy"] == 1.0 and out["pass_at_n"] == 1.0
 
 
 def test_warm_start_cache_survives_a_moved_folder(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         max_train_queries: Cap on the RL training tasks (round-robin over query types; ``null`` = all).
         max_eval_queries: Cap on validation and test tasks each (``null`` = all).
         batch_size: Prompts per RL step (B); each gets ``num_generations`` rollouts.
-        eval_batch_size: Prompts per evaluation generate call.
+        eval_batch_size: Rows per evaluation generate call: prompts for greedy answers, prompts × samples
+            for the sampled evaluation (``ReRecPolicy.eval_samples``).
         on_error: ``raise`` on malformed release input, or ``skip`` it (counted and logged).
         match_threshold: Fuzzy title-matching threshold (default 0.8 movie, 0.65 book).
         curriculum: Online curriculum settings (``mode: static`` turns it off for ablations).

@@ -93,6 +93,13 @@ def metric_names(k: int) -> list[str]:
     ]
 
 
+def _type_order(types: Iterable[str]) -> list[str]:
+    """The given query types in :class:`QueryType` order, unknown ones after them, sorted."""
+    present = set(types)
+    known = [t.value for t in QueryType]
+    return [t for t in known if t in present] + sorted(present - set(known))
+
+
 def aggregate(
     records: Iterable[EvalRecord],
     k: int,
@@ -115,9 +122,9 @@ def aggregate(
     by_type: dict[str, list[EvalRecord]] = {}
     for record in records:
         by_type.setdefault(record.query_type, []).append(record)
-    order = [t.value for t in QueryType] + sorted(set(by_type) - {t.value for t in QueryType})
-    result_by_type = {t: _summarise(by_type[t], k, item_attributes) for t in order if t in by_type}
-    everything = [r for t in order if t in by_type for r in by_type[t]]
+    order = _type_order(by_type)
+    result_by_type = {t: _summarise(by_type[t], k, item_attributes) for t in order}
+    everything = [r for t in order for r in by_type[t]]
     return {"k": k, "overall": _summarise(everything, k, item_attributes), "by_type": result_by_type}
 
 
@@ -147,7 +154,7 @@ def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, An
             raise ValueError(f"records {start}..{start + samples - 1} mix queries: {ids}")
         hits = [ndcg_at_k(r.matched_item_ids, set(r.truth_item_ids), 1) for r in group]
         groups.setdefault(group[0].query_type, []).append(hits)
-    order = [t.value for t in QueryType] + sorted(set(groups) - {t.value for t in QueryType})
+    order = _type_order(groups)
 
     def mean_accuracy(gs: list[list[float]]) -> float:
         return sum(map(sum, gs)) / (samples * len(gs)) if gs else 0.0
@@ -155,15 +162,15 @@ def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, An
     def pass_at_n(gs: list[list[float]]) -> float:
         return sum(max(g) > 0 for g in gs) / len(gs) if gs else 0.0
 
-    every = [g for t in order if t in groups for g in groups[t]]
+    every = [g for t in order for g in groups[t]]
     return {
         "samples": samples,
         "accuracy": mean_accuracy(every),
-        "accuracy_by_type": {t: mean_accuracy(groups[t]) for t in order if t in groups},
+        "accuracy_by_type": {t: mean_accuracy(groups[t]) for t in order},
         "pass_at_n": pass_at_n(every),
-        "pass_at_n_by_type": {t: pass_at_n(groups[t]) for t in order if t in groups},
+        "pass_at_n_by_type": {t: pass_at_n(groups[t]) for t in order},
         "count": len(every),
-        "count_by_type": {t: len(groups[t]) for t in order if t in groups},
+        "count_by_type": {t: len(groups[t]) for t in order},
     }
 
 

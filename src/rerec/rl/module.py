@@ -489,13 +489,17 @@ class ReRecPolicy(L.LightningModule):
             for t, text, parsed, ids, kinds in zip(rows, ro.texts, scored.parsed, scored.predicted_ids, scored.match_kinds)
         ]
 
+    def _answer_records(self, tasks: list[RecTask], samples: int = 0) -> list[EvalRecord]:
+        """:meth:`generate_answers` over ``tasks`` in chunks of ``eval_batch_size`` generated rows."""
+        bs = max(1, self.datamodule.eval_batch_size // max(samples, 1))
+        records: list[EvalRecord] = []
+        for start in range(0, len(tasks), bs):
+            records += self.generate_answers(tasks[start : start + bs], samples=samples)
+        return records
+
     def evaluate_tasks(self, tasks: list[RecTask]) -> dict[str, Any]:
         """Aggregate metrics (overall and per query type) of greedy answers to ``tasks``."""
-        bs = self.datamodule.eval_batch_size
-        records = []
-        for start in range(0, len(tasks), bs):
-            records += self.generate_answers(tasks[start : start + bs])
-        return aggregate(records, self.reward_config.k, self.datamodule.attributes)
+        return aggregate(self._answer_records(tasks), self.reward_config.k, self.datamodule.attributes)
 
     def evaluate_sampled(self, tasks: list[RecTask], samples: int) -> dict[str, Any]:
         """:func:`~rerec.eval.report.sampled_summary` of ``samples`` sampled answers per task.
@@ -503,15 +507,16 @@ class ReRecPolicy(L.LightningModule):
         Sampling runs on a forked random stream seeded with ``eval_seed``: the same policy always gets
         the same score, and training's random stream is left where it was.
         """
-        bs = max(1, self.datamodule.eval_batch_size // samples)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        records: list[EvalRecord] = []
-        with torch.random.fork_rng(devices=devices):
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        device = next(self.policy.parameters()).device  # where generate() draws its samples
+        accelerator = [] if device.type == "cpu" else [device.index or 0]
+        with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else None):
             torch.manual_seed(self.eval_seed)
-            for start in range(0, len(tasks), bs):
-                records += self.generate_answers(tasks[start : start + bs], samples=samples)
-        return {**sampled_summary(records, samples), "temperature": self.generation.temperature,
-                "top_p": self.generation.top_p, "top_k": self.generation.top_k}
+            records = self._answer_records(tasks, samples)
+        cfg = self.generation
+        return {**sampled_summary(records, samples), "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "top_k": cfg.top_k, "max_new_tokens": self.eval_max_new_tokens or cfg.max_completion_length}
 
     def _held_out_summary(self, stage: str) -> tuple[dict[str, Any], dict[str, float]]:
         """Greedy (and, with ``eval_samples``, sampled) held-out accuracy and its metrics to log; writes

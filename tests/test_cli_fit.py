@@ -18,6 +18,14 @@ SMALL_WORLD = [
 ]
 
 
+# Checkpoint every step and export the adapter: the fixture's fit and its comparison run use the same.
+CALLBACKS = json.dumps([
+    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+     "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
+    {"class_path": "rerec.rl.checkpointing.AdapterExport"},
+])
+
+
 def _args(tmp: Path, *extra: str) -> list[str]:
     return [
         "--config", "configs/tiny.yaml", *SMALL_WORLD,
@@ -38,12 +46,7 @@ def _args(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("fit")
-    callbacks = json.dumps([
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
-        {"class_path": "rerec.rl.checkpointing.AdapterExport"},
-    ])
-    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}",
+    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={CALLBACKS}",
                         "--model.init_args.eval_samples=3")])
     run = next((tmp / "runs" / "rerec").glob("version_*"))
     return tmp, run
@@ -83,12 +86,7 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
 def test_sampled_evaluation_leaves_training_unchanged(fitted: tuple[Path, Path], tmp_path: Path) -> None:
     """The fixture's fit scores sampled answers before RL; the same fit without them trains identically."""
     tmp, run = fitted
-    callbacks = json.dumps([
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": -1}},
-        {"class_path": "rerec.rl.checkpointing.AdapterExport"},
-    ])
-    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={callbacks}",
+    main(["fit", *_args(tmp, "--trainer.max_steps=2", f"--trainer.callbacks={CALLBACKS}",
                         "--model.init_args.eval_samples=0", f"--trainer.default_root_dir={tmp_path}",
                         f"--trainer.logger.init_args.save_dir={tmp_path}")])
     plain = json.loads(next(tmp_path.rglob("summary.json")).read_text())

@@ -26,6 +26,13 @@ SMALL = [
 ]
 
 
+def small_model(tmp_path: Path):
+    """The probe's model and data on the small world, with its own world and warm-start folders."""
+    return policy_probe.build(str(REPO / "configs/tiny.yaml"), [
+        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
+        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
+    ])
+
 def test_probe_reports_every_measurement(tmp_path: Path, capsys) -> None:
     out = policy_probe.main([
         "--config", str(REPO / "configs/tiny.yaml"), "--samples", "3", "--train-queries", "4", *SMALL,
@@ -44,10 +51,7 @@ def test_probe_reports_every_measurement(tmp_path: Path, capsys) -> None:
 
 
 def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
-    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
-        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
-        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
-    ])
+    model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"][:3]
     records = model.generate_answers(tasks)
     assert [r.candidate_item_ids for r in records] == [list(t.candidate_ids) for t in tasks]
@@ -58,10 +62,7 @@ def test_sampled_evaluation_is_seeded_and_leaves_training_random_stream(tmp_path
     """Same policy, same score whatever the global RNG; the global RNG is where it was afterwards."""
     import torch
 
-    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
-        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
-        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
-    ])
+    model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"]
     seen: list[list[str]] = []
     answer = model.generate_answers
@@ -95,10 +96,7 @@ def test_sampled_answers_are_scored_against_their_own_task(tmp_path: Path, monke
     target must score 1.0 (a tiled instead of grouped pairing would score others' targets)."""
     import rerec.rl.module as module
 
-    model, dm = policy_probe.build(str(REPO / "configs/tiny.yaml"), [
-        *SMALL, f"--data.init_args.world_dir={tmp_path / 'world'}",
-        f"--model.init_args.warm_start.cache_dir={tmp_path / 'ws'}",
-    ])
+    model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"]
     target = {tuple(model._prompt_ids[t.query_id]): dm.items[t.target_id].title for t in tasks}
     assert len(target) == len(tasks)  # every prompt distinct, so the fake below is unambiguous

@@ -1,0 +1,60 @@
+"""Atomic file writes: a temporary file in the destination's folder, then ``os.replace``.
+
+A crash or a full disk never leaves half a file where a reader (a resume, a report, a cache lookup)
+expects a whole one; the temporary file sits beside the destination so the rename never crosses
+file systems, whatever ``TMPDIR`` is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed onto ``path`` when the block exits normally.
+
+    For writers that want a file name rather than a handle (``torch.save``, ``savefig``). The
+    temporary file is removed when the block raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(path: str | Path, mode: str, write: Callable[[IO[Any]], None], **open_kwargs: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (``\\n`` line endings on every platform)."""
+    _write(path, "w", lambda fh: fh.write(text), encoding=encoding, newline="\n")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _write(path, "wb", lambda fh: fh.write(data))
+
+
+def atomic_write_json(path: str | Path, obj: Any, **dump_kwargs: Any) -> None:
+    """``json.dump(obj)`` to ``path`` atomically (``dump_kwargs`` as for ``json.dumps``)."""
+    import json
+
+    atomic_write_text(path, json.dumps(obj, **dump_kwargs))

@@ -37,7 +37,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -45,6 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from rerec.atomic import atomic_path, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = "configs/tiny.yaml"
@@ -65,6 +67,15 @@ RUN_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
 }
+
+
+def _without_reward(component: str) -> str:
+    """An override of ``reward_funcs``: the base config's components less the one named ``component``."""
+    funcs = yaml.safe_load((Path(__file__).resolve().parents[1] / BASE_CONFIG).read_text())["model"]["init_args"]["reward_funcs"]
+    kept = [f for f in funcs if f["class_path"].rsplit(".", 1)[-1] != component]
+    if len(kept) != len(funcs) - 1:
+        raise ValueError(f"{BASE_CONFIG} has no reward component {component!r}")
+    return "--model.init_args.reward_funcs=" + json.dumps(kept)
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # Same scale_rewards as ReRec's RAAE (tiny.yaml: false), so only the estimator changes.
     Variant("rerec_no_raae", "ReRec with GRPO advantages instead of RAAE", (),
             (_ADVANTAGE + "GRPOAdvantage", "--model.init_args.advantage.init_args.scale_rewards=false")),
-    Variant("rerec_no_qas", "ReRec without QAS (w_qas = 0)", (), ("--model.init_args.reward.w_qas=0",)),
-    Variant("rerec_no_pas", "ReRec without PAS (w_pas = 0)", (), ("--model.init_args.reward.w_pas=0",)),
+    Variant("rerec_no_qas", "ReRec without QAS (its reward component removed)", (), (_without_reward("QASReward"),)),
+    Variant("rerec_no_pas", "ReRec without PAS (its reward component removed)", (), (_without_reward("PASReward"),)),
     Variant("rerec_no_curriculum", "ReRec with static shuffling", (), ("--data.init_args.curriculum.mode=static",)),
     Variant("rerec_rollout_baseline", "ReRec with RAAE's token rewards compared with the group's mean rollout "
             "reward (baseline: rollouts)", (), ("--model.init_args.advantage.init_args.baseline=rollouts",)),
@@ -392,15 +403,11 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         Patch(facecolor=_ABLATION_COLOUR, edgecolor="black", label="ReRec ablations"),
     ], fontsize=8, loc="upper center", ncol=3, framealpha=0.9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png.tmp") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ================================================================================= output
@@ -425,18 +432,6 @@ def machine_info() -> dict[str, Any]:
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         **versions, "python": platform.python_version(), "platform": platform.platform(),
     }
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def document(machine: dict[str, Any], command: str, settings: dict[str, Any],

@@ -38,6 +38,7 @@ from ablation import machine_info  # noqa: E402
 
 from rerec.cli import ReRecCLI  # noqa: E402
 from rerec.data.prompts import reasoning_trace  # noqa: E402
+from rerec.rl.policy_builder import encode_prompt  # noqa: E402
 
 
 def build(config: str, overrides: list[str]):
@@ -45,14 +46,14 @@ def build(config: str, overrides: list[str]):
                    run=False, args=["--config", config, *overrides])
     dm, model = cli.datamodule, cli.model
     dm.setup("fit")
-    model.attach_datamodule(dm)
+    model.attach_data(dm.load())
     model.configure_model()
     model.policy.eval()
-    return model, dm
+    return model, dm.data
 
 
 def greedy(model, tasks) -> dict:
-    result = model.evaluate_tasks(tasks)
+    result = model.evaluator.greedy(tasks)
     return {
         "accuracy": result["overall"]["accuracy"], "off_candidate": result["overall"]["off_candidate"],
         "by_type": {t: {"accuracy": m["accuracy"], "off_candidate": m["off_candidate"], "count": m["count"]}
@@ -62,7 +63,7 @@ def greedy(model, tasks) -> dict:
 
 @torch.no_grad()
 def sampled(model, tasks, samples: int) -> dict:
-    res = model.evaluate_sampled(tasks, samples)
+    res = model.evaluator.sampled(tasks, samples)
     key = f"pass@{samples}"
     return {
         "accuracy": res["accuracy"], key: res["pass_at_n"], "count": res["count"],
@@ -72,16 +73,16 @@ def sampled(model, tasks, samples: int) -> dict:
 
 
 @torch.no_grad()
-def teacher_forced(model, dm, tasks) -> dict:
+def teacher_forced(model, data, tasks) -> dict:
     tok = model.tokenizer
     mass, top = defaultdict(list), defaultdict(list)
     for task in tasks:
-        title = dm.items[task.target_id].title
-        trace = reasoning_trace(task, dm.items, dm.attributes)
+        title = data.items[task.target_id].title
+        trace = reasoning_trace(task, data.items, data.attributes)
         prefix = trace[: trace.rindex(" " + title, 0, trace.rindex("\\boxed"))]
-        ids = model._prompt_ids[task.query_id] + tok(prefix, add_special_tokens=False).input_ids
+        ids = model.prompt_ids[task.query_id] + tok(prefix, add_special_tokens=False).input_ids
         probs = model.policy(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].softmax(-1)
-        first = [tok(" " + dm.items[c].title, add_special_tokens=False).input_ids for c in task.candidate_ids]
+        first = [tok(" " + data.items[c].title, add_special_tokens=False).input_ids for c in task.candidate_ids]
         if any(len(t) != 1 for t in first):
             raise SystemExit("teacher-forced probe needs one token per title (tiny model with entity tokens)")
         gold = tok(" " + title, add_special_tokens=False).input_ids[0]
@@ -108,24 +109,24 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     saved_argv, sys.argv = sys.argv, sys.argv[:1]  # the overrides reach LightningCLI through ``args`` only
     try:
-        model, dm = build(args.config, overrides)
+        model, data = build(args.config, overrides)
     finally:
         sys.argv = saved_argv
-    val = dm.tasks["val"]
+    val = data.tasks["val"]
     out = {
         "machine": machine_info(), "command": command,
         "config": args.config, "overrides": overrides, "warm_start": model.summary.get("warm_start"),
         "val_queries": len(val), "greedy": greedy(model, val), "sampled": sampled(model, val, args.samples),
-        "teacher_forced": teacher_forced(model, dm, val),
+        "teacher_forced": teacher_forced(model, data, val),
     }
     if args.train_queries:
-        seen = [t for t in dm.warm_start_tasks if t.candidate_ids]
+        seen = [t for t in data.warm_start_tasks if t.candidate_ids]
         random.Random(0).shuffle(seen)
         seen = seen[: args.train_queries]
-        unseen = list(dm.tasks["train"])
+        unseen = list(data.tasks["train"])
         random.Random(0).shuffle(unseen)  # the split is ordered by query type
         for task in seen:
-            model._prompt_ids.setdefault(task.query_id, model._encode_prompt(task, dm))
+            model.prompt_ids.setdefault(task.query_id, encode_prompt(model.tokenizer, task, data))
         out["warm_start_queries"] = {"seen_by_warm_start": greedy(model, seen),
                                      "rl_training": greedy(model, unseen[: args.train_queries])}
     out["time_s"] = time.perf_counter() - start

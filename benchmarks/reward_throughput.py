@@ -50,8 +50,9 @@ from rerec.data.matching import TitleMatcher
 from rerec.data.records import Interactions, Triple
 from rerec.eval.metrics import ndcg_at_k
 from rerec.graph.alignment import GraphRewardScorer
+from rerec.graph.interactions import split_interactions
 from rerec.graph.item_graph import ItemAttributeGraph
-from rerec.graph.lightgcn import build_adjacency, make_lightgcn, split_interactions
+from rerec.graph.lightgcn_model import build_adjacency, make_lightgcn
 from rerec.graph.reference import FORMAT_BAD, FORMAT_OK, REC_UNPARSABLE, ReferenceScorer, RewardWeights
 
 MOVIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "recbench" / "movie" / "movies.dat"

@@ -129,12 +129,12 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
 
     monkeypatch.chdir(REPO)  # the configs are repository-relative, as in the runner's subprocesses
     monkeypatch.setattr(sys, "argv", ["rerec"])  # LightningCLI warns when both argv and args are given
-    adv, rew, cur = "model.init_args.advantage", "model.init_args.reward", "data.init_args.curriculum.mode"
-    grpo_like = {f"{rew}.w_qas", f"{rew}.w_pas", f"{adv}.class_path", cur}
+    adv, rew, cur = "model.init_args.advantage", "model.init_args.reward_funcs", "data.init_args.curriculum.mode"
+    grpo_like = {rew, f"{adv}.class_path", cur}
     expected = {
         "grpo": grpo_like, "rloo": grpo_like, "reinforce_pp": grpo_like, "rerec": set(),
-        "rerec_no_raae": {f"{adv}.class_path"}, "rerec_no_qas": {f"{rew}.w_qas"},
-        "rerec_no_pas": {f"{rew}.w_pas"}, "rerec_no_curriculum": {cur},
+        "rerec_no_raae": {f"{adv}.class_path"}, "rerec_no_qas": {rew},
+        "rerec_no_pas": {rew}, "rerec_no_curriculum": {cur},
         "rerec_rollout_baseline": set(), "rerec_kg_verify": set(),  # RAAE options only: checked below
     }
     raae_options = {"rerec_rollout_baseline": {"baseline": "rollouts"}, "rerec_kg_verify": {"kg_verify": True}}
@@ -165,8 +165,11 @@ def test_each_variant_differs_from_rerec_only_where_it_should(monkeypatch: pytes
         if name == "rerec_no_raae":  # only the estimator changes, not the reward scaling
             assert advantage["init_args"]["scale_rewards"] == reference["model"]["init_args"]["advantage"][
                 "init_args"]["scale_rewards"]
-        for key in keys & {f"{rew}.w_qas", f"{rew}.w_pas"}:
-            assert flat[key] == 0, (name, key)
+        components = {f["class_path"].rsplit(".", 1)[-1] for f in flat[rew]}
+        graph = {"QASReward", "PASReward"}
+        missing = {"grpo": graph, "rloo": graph, "reinforce_pp": graph, "rerec_no_qas": {"QASReward"},
+                   "rerec_no_pas": {"PASReward"}}
+        assert components == {"FormatReward", "NDCGReward", *graph} - missing.get(name, set()), name
         if keys & {cur}:
             assert flat[cur] == "static", name
 

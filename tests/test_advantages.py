@@ -8,16 +8,14 @@ import pytest
 import torch
 
 from rerec.rl.advantages import (
-    ADVANTAGE_ESTIMATORS,
     AdvantageEstimator,
     AdvantageInputs,
     GRPOAdvantage,
-    RAAEAdvantage,
     ReinforcePPAdvantage,
     RLOOAdvantage,
-    build_advantage_estimator,
     normalize_groups,
 )
+from rerec.rl.raae import RAAEAdvantage
 
 EPS = 1e-4
 
@@ -132,23 +130,15 @@ def test_input_validation_names_the_field() -> None:
         RLOOAdvantage()(_inputs([1.0], 1, [[1]]))
 
 
-def test_selection_by_name() -> None:
-    assert set(ADVANTAGE_ESTIMATORS) == {"grpo", "rloo", "reinforce_pp", "raae"}
-    est = build_advantage_estimator("raae", w_penalty=0.5)
-    assert isinstance(est, RAAEAdvantage) and est.w_penalty == 0.5 and est.kg_penalty == 0.5
-    assert build_advantage_estimator("grpo").name == "grpo"
-    with pytest.raises(ValueError, match="unknown advantage estimator"):
-        build_advantage_estimator("ppo")
-
-
 def test_built_from_a_lightning_style_config() -> None:
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser()
     parser.add_subclass_arguments(AdvantageEstimator, "advantage")
     cfg = parser.parse_object(
-        {"advantage": {"class_path": "rerec.rl.advantages.RAAEAdvantage",
+        {"advantage": {"class_path": "rerec.rl.raae.RAAEAdvantage",
                        "init_args": {"w_penalty": 0.2, "segment_by": "paragraph"}}}
     )
     est = parser.instantiate(cfg).advantage
     assert isinstance(est, RAAEAdvantage) and est.w_penalty == 0.2 and est.segment_by == "paragraph"
+    assert est.kg_penalty == 0.2  # defaults to w_penalty

@@ -71,13 +71,15 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
                  "rewards/pas/mean", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/low_mean",
                  "clip_ratio/high_mean", "kl", "entropy", "policy_loss", "rollout_tokens_per_s",
                  "time/generate_s", "time/score_s", "time/update_s", "raae/penalized_segment_frac",
-                 "curriculum/active", "curriculum/mean_difficulty"):
+                 "rewards/ndcg/std"):
         assert name in means, name
-    assert isinstance(summary["curriculum"], list)
+    assert isinstance(summary["curriculum"], list) and summary["curriculum"]
     assert summary["warm_start"]["knowledge_final_loss"] is not None  # tiny.yaml's knowledge lines are used
     config = (run / "config.yaml").read_text()
     assert "rerec.rl.module.ReRecPolicy" in config and "RAAEAdvantage" in config
     assert (run / "metrics.csv").exists() and (run / "val_before.md").exists() and (run / "val_after.json").exists()
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"curriculum/active", "curriculum/mean_difficulty"} <= set(header)  # logged by the curriculum callback
     assert (run / "completions.jsonl").exists()
     assert (run / "model-final" / "config.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))

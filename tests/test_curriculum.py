@@ -18,7 +18,6 @@ from rerec.data.curriculum import (
     CurriculumDataModuleMixin,
     CurriculumSampler,
     curriculum_of,
-    zero_variance_groups,
 )
 from rerec.data.records import QueryType
 
@@ -400,32 +399,10 @@ def test_loader_state_check_catches_an_unrestored_curriculum() -> None:
         loader.load_state_dict({"epoch": 1, "position": 4})
 
 
-# --------------------------------------------------------------------------------------------- zero-variance
-def test_zero_variance_groups_hand_values() -> None:
-    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 2.0, 2.0, 2.0 + 1e-7, 0.0, 0.0, 0.001])
-    # population stds: 0, 0.408, 4.7e-8, 4.7e-4
-    assert zero_variance_groups(rewards, 3, 1e-6).tolist() == [True, False, True, False]
-    assert zero_variance_groups(rewards, 3, 1e-3).tolist() == [True, False, True, True]
-    assert zero_variance_groups(torch.tensor([1, 1, 0, 2]), 2, 0.0).tolist() == [True, False]
-    assert zero_variance_groups(torch.tensor([0.3, 0.7]), 1, 0.0).tolist() == [True, True]
-
-
-def test_zero_variance_groups_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="1-D"):
-        zero_variance_groups(torch.zeros(2, 3), 3)
-    with pytest.raises(ValueError, match="groups of 4"):
-        zero_variance_groups(torch.zeros(6), 4)
-    with pytest.raises(ValueError, match="NaN"):
-        zero_variance_groups(torch.tensor([0.0, float("nan")]), 2)
-    with pytest.raises(ValueError, match="tol"):
-        zero_variance_groups(torch.zeros(2), 2, -1.0)
-
-
 # --------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("mode", "dynamic"), ("order", "hardest"), ("tau", 1.5), ("return_after", 0), ("min_active", 0),
-     ("zero_std_tol", -1.0)],
+    [("mode", "dynamic"), ("order", "hardest"), ("tau", 1.5), ("return_after", 0), ("min_active", 0)],
 )
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"CurriculumConfig.{field}"):
@@ -441,7 +418,7 @@ def test_config_through_jsonargparse_with_documented_help() -> None:
     config = parser.instantiate(args).curriculum
     assert config == CurriculumConfig(mode="static", tau=0.2, return_after=3)
     help_text = parser.format_help()
-    phrases = ("Mastery threshold", "comes back", "falls back to the full", "DAPO-style", "seeded shuffle")
+    phrases = ("Mastery threshold", "comes back", "falls back to the full", "seeded shuffle")
     for phrase in phrases:
         assert phrase in " ".join(help_text.split())
 

@@ -15,17 +15,13 @@ from rerec.data.movielens import read_ratings
 from rerec.data.records import Interactions
 from rerec.data.synthetic import SyntheticWorldConfig, write_world
 from rerec.graph.alignment import GraphRewardScorer, load_item_embeddings
+from rerec.graph.interactions import sample_negatives, split_interactions
 from rerec.graph.item_graph import ItemAttributeGraph
-from rerec.graph.lightgcn import (
-    InteractionDataModule,
-    LightGCNModule,
-    build_adjacency,
-    make_lightgcn,
-    sample_negatives,
-    split_interactions,
-    topk_metrics,
-    train_lightgcn,
-)
+from rerec.graph.lightgcn_data import InteractionDataModule
+from rerec.graph.lightgcn_eval import topk_metrics
+from rerec.graph.lightgcn_inline import train_lightgcn
+from rerec.graph.lightgcn_model import build_adjacency, make_lightgcn
+from rerec.graph.lightgcn_module import LightGCNModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

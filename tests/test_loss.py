@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rerec.rl.loss import PolicyLossConfig, kl_estimate, kl_k3, masked_mean, policy_loss
+from rerec.rl.loss import PolicyLossConfig, kl_estimate, kl_k3, masked_mean, policy_loss, zero_variance_groups
 
 NO_KL = dict(beta=0.0)
 
@@ -220,7 +220,10 @@ def test_masked_mean():
 
 def test_config_and_input_validation():
     with pytest.raises(ValueError, match="max_completion_length"):
-        PolicyLossConfig(loss_type="dr_grpo")
+        PolicyLossConfig(loss_type="dr_grpo", max_completion_length=0)
+    with pytest.raises(ValueError, match="needs max_completion_length"):  # the policy fills it in
+        policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool),
+                    cfg=PolicyLossConfig(loss_type="dr_grpo", beta=0.0))
     with pytest.raises(ValueError, match="epsilon"):
         PolicyLossConfig(epsilon=1.5)
     with pytest.raises(ValueError, match="loss_type"):
@@ -233,3 +236,29 @@ def test_config_and_input_validation():
         policy_loss(x, torch.zeros(2, 2), x, m, cfg=PolicyLossConfig(beta=0.0))
     with pytest.raises(ValueError, match="max_completion_length=2"):
         policy_loss(x, x, x, m, cfg=PolicyLossConfig(beta=0.0, loss_type="dr_grpo", max_completion_length=2))
+
+
+def test_zero_variance_groups_hand_values() -> None:
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 2.0, 2.0, 2.0 + 1e-7, 0.0, 0.0, 0.001])
+    # population stds: 0, 0.408, 4.7e-8, 4.7e-4
+    assert zero_variance_groups(rewards, 3, 1e-6).tolist() == [True, False, True, False]
+    assert zero_variance_groups(rewards, 3, 1e-3).tolist() == [True, False, True, True]
+    assert zero_variance_groups(torch.tensor([1, 1, 0, 2]), 2, 0.0).tolist() == [True, False]
+    assert zero_variance_groups(torch.tensor([0.3, 0.7]), 1, 0.0).tolist() == [True, True]
+
+
+def test_zero_variance_groups_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="1-D"):
+        zero_variance_groups(torch.zeros(2, 3), 3)
+    with pytest.raises(ValueError, match="groups of 4"):
+        zero_variance_groups(torch.zeros(6), 4)
+    with pytest.raises(ValueError, match="NaN"):
+        zero_variance_groups(torch.tensor([0.0, float("nan")]), 2)
+    with pytest.raises(ValueError, match="tol"):
+        zero_variance_groups(torch.zeros(2), 2, -1.0)
+
+
+def test_zero_std_options_are_loss_options() -> None:
+    assert not PolicyLossConfig().zero_std_filter
+    with pytest.raises(ValueError, match="zero_std_tol"):
+        PolicyLossConfig(zero_std_tol=-1.0)

@@ -130,14 +130,17 @@ def test_tokenizer_larger_than_embedding_is_rejected() -> None:
 # --- full fine-tuning -----------------------------------------------------------------------------
 
 
-def test_full_mode_trains_everything_and_has_no_free_reference(tiny_dir: Path) -> None:
+def test_full_mode_trains_everything_and_auto_keeps_a_reference_copy(tiny_dir: Path) -> None:
     model, tok = load_policy(ModelConfig(str(tiny_dir), mode="full"))
     assert tok.padding_side == "left" and tok.pad_token == "<pad>"
     assert all(p.requires_grad for p in model.parameters())
     assert _checkpointing_on(model)
     assert model.config.pad_token_id == tok.pad_token_id == model.generation_config.pad_token_id
-    with pytest.raises(RuntimeError, match="reference='copy'"):
-        with reference_policy(model):
+    with reference_policy(model) as ref:  # reference "auto" in full mode: a frozen copy, not the policy
+        assert ref is not model and not any(p.requires_grad for p in ref.parameters())
+    plain, _ = load_policy(ModelConfig(str(tiny_dir), mode="full", reference="none"))
+    with pytest.raises(RuntimeError, match="reference='none'"):
+        with reference_policy(plain):
             pass
     with pytest.raises(TypeError, match="export_pretrained"):
         export_adapter(model, tiny_dir.parent / "never")

@@ -53,9 +53,9 @@ def test_probe_reports_every_measurement(tmp_path: Path, capsys) -> None:
 def test_evaluation_records_carry_the_candidates(tmp_path: Path) -> None:
     model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"][:3]
-    records = model.generate_answers(tasks)
+    records = model.evaluator.generate_answers(tasks)
     assert [r.candidate_item_ids for r in records] == [list(t.candidate_ids) for t in tasks]
-    assert all(len(r.candidate_item_ids) == dm.num_candidates for r in records)
+    assert all(len(r.candidate_item_ids) == len(tasks[0].candidate_ids) > 1 for r in records)
 
 
 def test_sampled_evaluation_is_seeded_and_leaves_training_random_stream(tmp_path: Path) -> None:
@@ -65,48 +65,46 @@ def test_sampled_evaluation_is_seeded_and_leaves_training_random_stream(tmp_path
     model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"]
     seen: list[list[str]] = []
-    answer = model.generate_answers
+    answer = model.evaluator.generate_answers
 
     def recording(batch, samples=0):
         records = answer(batch, samples=samples)
         seen.append([r.completion for r in records])
         return records
 
-    model.generate_answers = recording
+    model.evaluator.generate_answers = recording
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    first = model.evaluate_sampled(tasks, 4)
+    first = model.evaluator.sampled(tasks, 4)
     assert torch.equal(torch.get_rng_state(), state)
     texts, seen[:] = list(seen), []
     torch.manual_seed(456)  # another global stream: the evaluation must not draw from it
-    assert model.evaluate_sampled(tasks, 4) == first and seen == texts
+    assert model.evaluator.sampled(tasks, 4) == first and seen == texts
     seen.clear()
-    model.eval_seed = 1  # another evaluation stream: other samples (the model does sample)
-    model.evaluate_sampled(tasks, 4)
+    model.evaluator.seed = 1  # another evaluation stream: other samples (the model does sample)
+    model.evaluator.sampled(tasks, 4)
     assert seen != texts
     assert first["count"] == len(tasks) and first["samples"] == 4
     assert 0.0 <= first["accuracy"] <= 1.0
     assert first["temperature"] == model.generation.temperature
     with pytest.raises(ValueError, match="samples must be >= 1"):
-        model.evaluate_sampled(tasks, 0)
+        model.evaluator.sampled(tasks, 0)
 
 
 def test_sampled_answers_are_scored_against_their_own_task(tmp_path: Path, monkeypatch) -> None:
     """Row i of a generate call belongs to prompt i // n: a generator that boxes each prompt's own
     target must score 1.0 (a tiled instead of grouped pairing would score others' targets)."""
-    import rerec.rl.module as module
-
     model, dm = small_model(tmp_path)
     tasks = dm.tasks["val"]
-    target = {tuple(model._prompt_ids[t.query_id]): dm.items[t.target_id].title for t in tasks}
+    target = {tuple(model.prompt_ids[t.query_id]): dm.items[t.target_id].title for t in tasks}
     assert len(target) == len(tasks)  # every prompt distinct, so the fake below is unambiguous
 
-    def fake_generate(policy, tokenizer, prompt_ids, config, num_generations=None, greedy=False):
+    def fake_generate(prompt_ids, config, num_generations=None, greedy=False):
         n = num_generations or 1
         return SimpleNamespace(texts=[rf"\boxed{{{target[tuple(p)]}}}" for p in prompt_ids for _ in range(n)])
 
-    monkeypatch.setattr(module, "generate", fake_generate)
-    out = model.evaluate_sampled(tasks, 3)
+    monkeypatch.setattr(model.engine, "generate", fake_generate)
+    out = model.evaluator.sampled(tasks, 3)
     assert out["accuracy"] == 1.0 and out["pass_at_n"] == 1.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ import torch
 from _tiny_tokenizer import tiny_tokenizer
 from rerec.data.answer import parse_answer
 from rerec.data.records import Triple
-from rerec.rl.advantages import AdvantageInputs, RAAEAdvantage
-from rerec.rl.kg_verify import FactChecker
-from rerec.rl.token_spans import TokenSpanError
+from rerec.rl.advantages import AdvantageInputs
+from rerec.rl.raae import RAAEAdvantage
+from rerec.rl.raae.kg_verify import FactChecker
+from rerec.rl.raae.token_spans import TokenSpanError
 
 EPS = 1e-4
 W = 0.3
@@ -313,9 +315,15 @@ class _Match:  # shaped like rerec.data.matching.TitleMatch
     item_id: int | None
 
 
+_BY_TITLE = {t.lower(): i for i, t in CATALOG.items()}
+
+
+def _match(title: str) -> _Match:
+    return _Match(_BY_TITLE.get(title.strip().lower()))
+
+
 def _checker() -> FactChecker:
-    by_title = {t.lower(): i for i, t in CATALOG.items()}
-    return FactChecker(lambda title: _Match(by_title.get(title.strip().lower())), FACTS)
+    return FactChecker(_match, FACTS)
 
 
 @pytest.mark.parametrize(
@@ -389,6 +397,23 @@ def test_kg_verified_raae_penalises_contradicted_facts() -> None:
     # Without kg_verify only the wrong-title lines are penalised.
     plain = RAAEAdvantage(w_penalty=0.2)(inputs)
     assert {round(x, 6) for x in _valid(plain.token_rewards, inputs.completion_mask)[0]} == {0.2, 0.16}
+
+
+def test_setup_builds_the_fact_checker_from_the_run_data() -> None:
+    rollouts = _kg_rollouts()
+    inputs, expected_w = _batch(rollouts, group_size=2)  # no fact_checker: the policy calls setup instead
+    est = RAAEAdvantage(w_penalty=0.2, kg_verify=True, kg_penalty=0.5)
+    with pytest.raises(ValueError, match="fact_checker"):
+        est(inputs)
+    est.setup(SimpleNamespace(matcher=SimpleNamespace(match=_match), attributes=FACTS))  # the data contract
+    out = est(inputs)
+    assert _valid(out.token_rewards, inputs.completion_mask)[0] == pytest.approx(
+        _expected(rollouts, expected_w)[0], abs=1e-6
+    )
+    assert out.metrics["raae/kg_contradictions"] == 2.0
+    # A checker given in the inputs is used instead of the one from setup.
+    inputs.fact_checker = FactChecker(_match, {2: {("Directed_by", "Ann Lee")}})
+    assert est(inputs).metrics["raae/kg_contradictions"] == 0.0
 
 
 def test_fact_checker_prefers_an_exact_title_to_a_longer_fuzzy_span() -> None:

@@ -12,6 +12,7 @@ from rerec.data.matching import TitleMatcher
 from rerec.data.records import Item, Query, QueryType, Triple
 from rerec.data.tasks import RecTask
 from rerec.graph.alignment import GraphRewardScorer
+from rerec.rl.reward_components import FormatReward, NDCGReward, PASReward, QASReward, default_reward_components
 from rerec.rl.rewards import RecReward, RewardConfig
 
 ITEMS = {
@@ -52,22 +53,53 @@ def scorer() -> GraphRewardScorer:
     return GraphRewardScorer.from_triples(TRIPLES, list(ITEMS), EMBEDDINGS)
 
 
+def _reward(matcher: TitleMatcher, scorer: GraphRewardScorer | None = None, *, items=ITEMS, k: int = 1,
+            require_candidate: bool = False, w_qas: float = 0.01, w_pas: float = 0.01,
+            max_titles: int = 1) -> RecReward:
+    """The reward with the reference components (format 0.1, NDCG 1.0) and the given graph weights."""
+    components = [FormatReward(), NDCGReward(), QASReward(w_qas), PASReward(w_pas)]
+    for c in components:
+        if c.weight:
+            c.setup(None, scorer)
+    return RecReward(RewardConfig(k=k, require_candidate=require_candidate), items, matcher, components, max_titles)
+
+
 def test_defaults_are_design_values() -> None:
     cfg = RewardConfig()
-    assert (cfg.w_fmt, cfg.w_rec, cfg.w_qas, cfg.w_pas, cfg.k) == (0.1, 1.0, 0.01, 0.01, 1)
-    assert (cfg.format_reward, cfg.unparsable_penalty) == (0.5, -0.5)
-    assert not cfg.require_candidate  # the paper's reward; configs/tiny.yaml turns it on
+    assert cfg.k == 1 and not cfg.require_candidate  # the paper's reward; configs/tiny.yaml turns it on
+    fmt, ndcg, qas, pas = default_reward_components()
+    assert [c.name for c in (fmt, ndcg, qas, pas)] == ["format", "ndcg", "qas", "pas"]
+    assert (fmt.weight, ndcg.weight, qas.weight, pas.weight) == (0.1, 1.0, 0.01, 0.01)
+    assert (fmt.format_reward, fmt.unparsable_penalty, ndcg.unparsable_penalty) == (0.5, -0.5, -0.5)
 
 
-def test_graph_weights_without_scorer_raise(matcher: TitleMatcher) -> None:
-    for kw in ({}, {"w_pas": 0.0}, {"w_qas": 0.0}):
-        with pytest.raises(ValueError, match="scorer"):
-            RecReward(RewardConfig(**kw), ITEMS, matcher)
-    RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)  # both off: fine
+def test_graph_components_without_scorer_raise() -> None:
+    for component in (QASReward(), PASReward()):
+        with pytest.raises(ValueError, match="graph scorer"):
+            component.setup(None, None)
+
+
+def test_component_names_are_distinct(matcher: TitleMatcher) -> None:
+    with pytest.raises(ValueError, match="distinct names"):
+        RecReward(RewardConfig(), ITEMS, matcher, [NDCGReward(), NDCGReward(0.5)])
+
+
+def test_user_component_is_weighted_and_logged_by_name(matcher: TitleMatcher) -> None:
+    """A component from outside the package: its raw value under its own name, weight × value in the total."""
+    from _user_plugins import AnswerLengthPenalty
+
+    reward = RecReward(RewardConfig(), ITEMS, matcher, [NDCGReward(), AnswerLengthPenalty(weight=0.5, per_char=0.01)])
+    texts = ["\\boxed{Silent River, The (1975)}", "no answer at all"]
+    out = reward(texts, [_task((1,))] * 2)
+    lengths = torch.tensor([float(len(t)) for t in texts])
+    torch.testing.assert_close(out.components["answer_length"], -0.01 * lengths)
+    torch.testing.assert_close(out.total, torch.tensor([1.0, -0.5]) + 0.5 * (-0.01 * lengths))
+    # the curriculum's NDCG does not depend on which components are configured
+    torch.testing.assert_close(out.ndcg, torch.tensor([1.0, 0.0]))
 
 
 def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
-    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), ITEMS, matcher)
+    reward = _reward(matcher, require_candidate=True, **NO_GRAPH)
     task = _task((1,))
     texts = [
         "director Spielberg: Silent River, The (1975).\n\\boxed{Silent River, The (1975)}",  # correct
@@ -100,7 +132,7 @@ def test_candidate_task_totals_without_graph(matcher: TitleMatcher) -> None:
 
 
 def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMatcher) -> None:
-    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), ITEMS, matcher)
+    reward = _reward(matcher, require_candidate=True, **NO_GRAPH)
     # item 4 is in the catalog but not a candidate of this task: exact catalog match, still wrong
     texts = ["\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbour (1990)}"]
     out = reward(texts, [_task((1,))] * 2)
@@ -108,13 +140,13 @@ def test_title_outside_the_candidates_goes_through_the_matcher(matcher: TitleMat
     assert out.off_candidate == [True, False]  # a fuzzy match of a candidate's title is that candidate
     torch.testing.assert_close(out.total, torch.tensor([-0.55, 0.05]))
     # require_candidate off: an off-list catalog title is just a wrong answer
-    lenient = RecReward(RewardConfig(**NO_GRAPH), ITEMS, matcher)
+    lenient = _reward(matcher, **NO_GRAPH)
     torch.testing.assert_close(lenient(texts, [_task((1,))] * 2).total, torch.tensor([0.05, 0.05]))
 
 
 def test_a_remake_title_names_the_listed_version() -> None:
     items = {10: Item(10, "Hamlet (1990)"), 11: Item(11, "Hamlet (1996)"), 12: Item(12, "Golden Harbor (1990)")}
-    reward = RecReward(RewardConfig(require_candidate=True, **NO_GRAPH), items, TitleMatcher(items.values()))
+    reward = _reward(TitleMatcher(items.values()), items=items, require_candidate=True, **NO_GRAPH)
     task = _task((11,), candidates=(12, 11))
     texts = ["\\boxed{Hamlet}", "\\boxed{Hamlett (1996)}", "\\boxed{Hamlet (1990)}", "\\boxed{Golden Harbour}"]
     out = reward(texts, [task] * 4)
@@ -127,7 +159,7 @@ def test_a_remake_title_names_the_listed_version() -> None:
 
 
 def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
-    reward = RecReward(RewardConfig(k=3, **NO_GRAPH), ITEMS, matcher, max_titles=3)
+    reward = _reward(matcher, k=3, max_titles=3, **NO_GRAPH)
     task = _task((1, 4), candidates=())
     texts = [
         # hits at ranks 1 and 3: (1 + 1/log2 4) / (1 + 1/log2 3)
@@ -151,7 +183,7 @@ def test_open_task_ndcg_at_k(matcher: TitleMatcher) -> None:
 def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
     # DESIGN defaults (w_qas = w_pas = 0.01, require_candidate off): items 4 and 5 are not among the
     # candidates (3, 1, 2) and are scored as plain wrong answers, with graph credit
-    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=scorer)
+    reward = _reward(matcher, scorer)
     task = _task((1,))
     texts = [
         "\\boxed{Silent River, The (1975)}",  # = truth: QAS 1, PAS 1
@@ -174,7 +206,7 @@ def test_graph_components_hand_computed(matcher: TitleMatcher, scorer: GraphRewa
 
 
 def test_off_candidate_answers_get_no_graph_credit(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
-    reward = RecReward(RewardConfig(require_candidate=True), ITEMS, matcher, scorer=scorer)
+    reward = _reward(matcher, scorer, require_candidate=True)
     texts = ["\\boxed{Painted Mirror, The (1987)}", "\\boxed{Hollow Engine, A (2001)}", "\\boxed{Golden Harbor (1990)}"]
     out = reward(texts, [_task((1,), candidates=(1, 3, 5))] * 3)  # item 2 is similar to the truth, not listed
     torch.testing.assert_close(out.components["qas"], torch.tensor([0.0, 0.0, 1 / 3]))
@@ -187,13 +219,13 @@ def test_graph_components_several_truths_and_open_task_mean(
     matcher: TitleMatcher, scorer: GraphRewardScorer
 ) -> None:
     # truths {1, 2}: A(g) = {War, Tom}; QAS(3) = 1/2, QAS(4) = 0. PAS = max cosine over the truths.
-    reward = RecReward(RewardConfig(w_pas=0.0), ITEMS, matcher, scorer=scorer)
+    reward = _reward(matcher, scorer, w_pas=0.0)
     out = reward(["\\boxed{Golden Harbor (1990)}"], [_task((1, 2))])
     torch.testing.assert_close(out.components["qas"], torch.tensor([0.5]))
     assert "pas" not in out.components
     torch.testing.assert_close(out.total, torch.tensor([0.05 + 0.01 * 0.5]))
     # open task, K=2: QAS is the mean over the first K predictions, (2/3 + 1/3) / 2 = 0.5
-    reward = RecReward(RewardConfig(k=2, w_pas=0.0), ITEMS, matcher, scorer=scorer, max_titles=2)
+    reward = _reward(matcher, scorer, k=2, w_pas=0.0, max_titles=2)
     out = reward(
         ["\\boxed{Painted Mirror, The (1987); Golden Harbor (1990); Silent River, The (1975)}",
          "\\boxed{Painted Mirror, The (1987); Nowhere (1900)}"],
@@ -207,7 +239,7 @@ def test_pas_disabled_scorer_gives_zero_pas(matcher: TitleMatcher) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "PAS disabled" is expected here
         no_pas = GraphRewardScorer.from_triples(TRIPLES, list(ITEMS), None)
-    reward = RecReward(RewardConfig(), ITEMS, matcher, scorer=no_pas)
+    reward = _reward(matcher, no_pas)
     out = reward(["\\boxed{Painted Mirror, The (1987)}"], [_task((1,))])
     torch.testing.assert_close(out.components["pas"], torch.tensor([0.0]))
     torch.testing.assert_close(out.total, torch.tensor([0.05 + 0.01 * 2 / 3]))

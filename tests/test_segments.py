@@ -6,7 +6,7 @@ import pytest
 
 from _tiny_tokenizer import tiny_sentencepiece_like, tiny_tokenizer
 from rerec.data.answer import last_boxed
-from rerec.rl.segments import (
+from rerec.rl.raae.segments import (
     PhraseIndex,
     find_title_mentions,
     last_box_span,
@@ -14,7 +14,7 @@ from rerec.rl.segments import (
     split_segments,
     title_variants,
 )
-from rerec.rl.token_spans import TokenSpanError, TokenSpanMapper, TokenSpans
+from rerec.rl.raae.token_spans import TokenSpanError, TokenSpanMapper, TokenSpans
 
 TRACE = (
     "Needs: director Ann Lee; genre Drama.\n"
@@ -214,7 +214,7 @@ def test_prefix_decoding_fallback_and_error(monkeypatch: pytest.MonkeyPatch) -> 
     ids = tok.encode("Se7en (1995) ok", add_special_tokens=False)
     mapper = TokenSpanMapper(tok)
     monkeypatch.setattr(mapper, "_by_bytes", lambda ids: None)
-    monkeypatch.setattr("rerec.rl.token_spans.DecodeStream", None)
+    monkeypatch.setattr("rerec.rl.raae.token_spans.DecodeStream", None)
     spans = mapper(ids)
     assert spans.method == "prefix"
     assert "".join(spans.text[s:e] for s, e in zip(spans.starts, spans.ends)) == "Se7en (1995) ok"

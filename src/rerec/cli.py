@@ -2,7 +2,8 @@
 
 A ``LightningCLI`` in subclass mode: the YAML names the LightningModule and LightningDataModule by
 ``class_path`` (the RL policy ``rerec.rl.module.ReRecPolicy`` with ``rerec.data.datamodule.RecDataModule``,
-or the LightGCN trainer ``rerec.graph.lightgcn.LightGCNModule`` with its ``InteractionDataModule``).
+or the LightGCN trainer ``rerec.graph.lightgcn_module.LightGCNModule`` with
+``rerec.graph.lightgcn_data.InteractionDataModule``).
 Every knob is documented in those classes' docstrings: ``python -m rerec fit --model.help ReRecPolicy``.
 The fully resolved config is saved as ``config.yaml`` in the run folder.
 """

@@ -1,5 +1,5 @@
 """Online curriculum (DESIGN §1.3): difficulty from the policy's own rollouts, an epoch scheduler, a
-resumable rank-sharded sampler, and the DAPO-style zero-variance group filter.
+resumable rank-sharded sampler.
 
 How it works
 ------------
@@ -19,8 +19,8 @@ How it works
   multiple of ``world_size`` and rank ``r`` serves ``padded[r::world_size]``; every rank serves the same
   number of examples, and the union of all ranks' i-th batches is the i-th contiguous chunk of the order.
 
-Integration with Lightning 2.6 (see the report of issue 6 for the loop analysis)
---------------------------------------------------------------------------------
+Integration with Lightning 2.6
+------------------------------
 * Data module: inherit :class:`CurriculumDataModuleMixin` before ``LightningDataModule``; build the
   controller in ``setup("fit")`` and pass it to :meth:`~CurriculumDataModuleMixin.attach_curriculum`;
   return :meth:`~CurriculumDataModuleMixin.curriculum_dataloader` from ``train_dataloader``. The mixin's
@@ -28,8 +28,9 @@ Integration with Lightning 2.6 (see the report of issue 6 for the loop analysis)
 * Trainer: ``reload_dataloaders_every_n_epochs=1`` (online mode) — the epoch length changes with the
   active set, and Lightning sizes an epoch (and its end-of-epoch validation) from ``len(dataloader)``
   taken when the loader is (re)built.
-* Policy: ``training_step`` calls ``curriculum_of(self.trainer).report(...)``; ``on_train_epoch_end``
-  calls ``ctl.on_epoch_end(self.trainer)`` and logs ``ctl.metrics()``.
+* Policy: ``training_step`` returns ``{"group_stats": GroupStats(...)}``; the
+  :class:`~rerec.data.curriculum_callback.CurriculumCallback` that ``attach_curriculum`` registers calls
+  ``report`` with them and applies the epoch boundary (``on_epoch_end``).
 * Mid-epoch resume: Lightning re-creates the train DataLoader and its iterator after restoring the data
   module's state, so :class:`CurriculumSampler` simply starts from the restored position. If a checkpoint
   was taken after the last batch of an epoch but before the boundary update (Lightning then skips that
@@ -81,9 +82,6 @@ class CurriculumConfig:
             processes).
         shuffle_first_epoch: The first epoch (every difficulty 1.0) serves a seeded shuffle; ``False``
             serves it in dataset order.
-        zero_std_filter: DAPO-style filter read by the policy: rollout groups whose reward std is at
-            most ``zero_std_tol`` give no gradient and are left out of the loss (and counted).
-        zero_std_tol: Tolerance of ``zero_std_filter`` on the population std of a group's rewards.
     """
 
     mode: Literal["online", "static"] = "online"
@@ -92,8 +90,6 @@ class CurriculumConfig:
     return_after: int | None = None
     min_active: int | None = None
     shuffle_first_epoch: bool = True
-    zero_std_filter: bool = False
-    zero_std_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.mode not in ("online", "static"):
@@ -109,34 +105,6 @@ class CurriculumConfig:
             raise ValueError(f"CurriculumConfig.return_after must be >= 1 or None, got {self.return_after}")
         if self.min_active is not None and self.min_active < 1:
             raise ValueError(f"CurriculumConfig.min_active must be >= 1 or None, got {self.min_active}")
-        if not self.zero_std_tol >= 0.0:
-            raise ValueError(f"CurriculumConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
-
-
-def zero_variance_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
-    """Which rollout groups have (nearly) constant rewards and so give zero GRPO gradient.
-
-    Args:
-        rewards: ``(N,)`` total rewards, ``N = num_groups · group_size``, the rollouts of one prompt
-            contiguous (architecture conventions).
-        group_size: G, rollouts per prompt.
-        tol: A group is flagged when the population std (``correction=0``) of its rewards is ``<= tol``.
-
-    Returns:
-        Bool tensor ``(num_groups,)`` on ``rewards``' device, True for a zero-variance group.
-    """
-    if rewards.dim() != 1:
-        raise ValueError(f"zero_variance_groups: rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
-    if group_size < 1 or rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"zero_variance_groups: {rewards.numel()} rewards do not split into groups of {group_size}"
-        )
-    if tol < 0:
-        raise ValueError(f"zero_variance_groups: tol must be >= 0, got {tol}")
-    values = rewards if rewards.is_floating_point() else rewards.float()
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("zero_variance_groups: rewards contain NaN or inf")
-    return values.reshape(-1, group_size).std(dim=1, correction=0) <= tol
 
 
 def _type_name(query_type: Any) -> str:
@@ -651,11 +619,18 @@ class CurriculumDataModuleMixin:
         return self._curriculum
 
     def attach_curriculum(self, controller: CurriculumController) -> None:
-        """Use ``controller`` for training; applies a checkpoint state loaded before it existed."""
+        """Use ``controller`` for training; applies a checkpoint state loaded before it existed, and
+        registers :class:`~rerec.data.curriculum_callback.CurriculumCallback` with the trainer (first,
+        so a checkpoint written at the same step already holds the step's statistics)."""
+        from rerec.data.curriculum_callback import CurriculumCallback
+
         self._curriculum = controller
         if self._pending_curriculum_state is not None:
             controller.load_state_dict(self._pending_curriculum_state)
             self._pending_curriculum_state = None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and not any(isinstance(c, CurriculumCallback) for c in trainer.callbacks):
+            trainer.callbacks.insert(0, CurriculumCallback())
 
     def curriculum_dataloader(self, dataset: Dataset, **dataloader_kwargs: Any) -> DataLoader:
         """The train DataLoader: batch size and sampler from the curriculum, ``drop_last=False``.

@@ -8,8 +8,11 @@ tokenises the prompts once (it owns the tokenizer).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from rerec.data.curriculum import CurriculumConfig, CurriculumController, CurriculumDataModuleMixin
 from rerec.data.kg_input import item_attributes
-from rerec.data.matching import DEFAULT_THRESHOLDS, TitleMatcher
+from rerec.data.contract import RecData
 from rerec.data.prompts import PromptConfig
 from rerec.data.recbench import load_release
 from rerec.data.records import QueryType, Release
@@ -59,7 +62,8 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         eval_batch_size: Rows per evaluation generate call: prompts for greedy answers, prompts × samples
             for the sampled evaluation (``ReRecPolicy.eval_samples``).
         on_error: ``raise`` on malformed release input, or ``skip`` it (counted and logged).
-        match_threshold: Fuzzy title-matching threshold (default 0.8 movie, 0.65 book).
+        match_threshold: Fuzzy title-matching threshold in (0, 1] (default 0.8 movie, 0.65 book); the one
+            matcher built with it serves ground truth, rewards and evaluation alike.
         curriculum: Online curriculum settings (``mode: static`` turns it off for ablations).
         seed: Seed of the splits and candidate negatives (fixed across RL seeds, so runs compare on the
             same held-out queries).
@@ -116,6 +120,7 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
         self.seed = seed
         self.order_seed = order_seed
         self.release: Release | None = None
+        self.data: RecData | None = None
         self.stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ building
@@ -123,17 +128,15 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
     def is_synthetic(self) -> bool:
         return self.root is None
 
-    def load(self) -> None:
-        """Read the release and build matcher, graph attributes, splits and tasks (idempotent)."""
-        if self.release is not None:
-            return
+    def load(self) -> RecData:
+        """Read the release and build the :class:`~rerec.data.contract.RecData` the policy takes
+        (idempotent)."""
+        if self.data is not None:
+            return self.data
         root = Path(write_world(self.world_dir, self.synthetic)).parent if self.is_synthetic else Path(self.root)
         release = load_release(root, self.domain, on_error=self.on_error, match_threshold=self.match_threshold)
         self.release = release
-        self.items = release.items
-        self.attributes = item_attributes(release.triples)
-        threshold = self.match_threshold or DEFAULT_THRESHOLDS.get(self.domain, 0.8)
-        self.matcher = TitleMatcher(release.items.values(), threshold=threshold)
+        attributes = item_attributes(release.triples)
         queries = release.queries
         if self.query_types:
             queries = [q for q in queries if q.query_type.value in self.query_types]
@@ -142,36 +145,54 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
             # Carve the warm-start share out of train with the same stratified, seeded splitter.
             parts = split_queries(splits["train"], self.warm_start_fraction, 0.0, self.seed + 1)
             splits = {"warm_start": parts["test"], "train": parts["train"], "val": splits["val"], "test": splits["test"]}
-        self.tasks: dict[str, list[RecTask]] = {}
+        tasks: dict[str, list[RecTask]] = {}
+        warm_start_tasks: list[RecTask] = []
         self.stats = {"release": release.stats, "queries": {k: len(v) for k, v in splits.items()}}
         for name, split in splits.items():
             if self.task == "candidate":
-                tasks, stats = build_candidate_tasks(
-                    split, list(self.items), self.attributes, self.num_candidates, self.negatives, self.seed
+                built, stats = build_candidate_tasks(
+                    split, list(release.items), attributes, self.num_candidates, self.negatives, self.seed
                 )
             else:
-                tasks, stats = build_open_tasks(split)
+                built, stats = build_open_tasks(split)
             if name == "warm_start" or (name == "train" and not self.warm_start_fraction):
-                self.warm_start_tasks = tasks
+                warm_start_tasks = built
             if name == "warm_start":
-                self.stats["warm_start_tasks"] = {"count": len(tasks), **stats}
+                self.stats["warm_start_tasks"] = {"count": len(built), **stats}
                 continue
             limit = self.max_train_queries if name == "train" else self.max_eval_queries
-            if limit is not None and len(tasks) > limit:
-                tasks = _stratified_head(tasks, limit)
-            self.tasks[name] = tasks
-            self.stats[f"{name}_tasks"] = {"count": len(tasks), **stats}
+            if limit is not None and len(built) > limit:
+                built = _stratified_head(built, limit)
+            tasks[name] = built
+            self.stats[f"{name}_tasks"] = {"count": len(built), **stats}
             skipped = sum(stats.values())
             if skipped:
                 log.warning("%s split: %d queries skipped while building tasks: %s", name, skipped, stats)
-        log.info("tasks: %s", {k: len(v) for k, v in self.tasks.items()})
-        if not self.tasks["train"]:
+        log.info("tasks: %s", {k: len(v) for k, v in tasks.items()})
+        if not tasks["train"]:
             raise ValueError(f"no training task could be built from {root} ({self.stats})")
+        self.data = RecData(
+            items=release.items, attributes=attributes, triples=release.triples,
+            interactions=release.interactions, matcher=release.matcher, tasks=tasks,
+            warm_start_tasks=warm_start_tasks, prompt=self.prompt, task=self.task,
+            eval_batch_size=self.eval_batch_size, fingerprint=self._fingerprint(),
+        )
+        return self.data
+
+    def _fingerprint(self) -> str:
+        """Hash of the settings that decide the tasks and the prompt text (not the caps: a cap picks
+        tasks, and whatever depends on which tasks were picked keys on them itself)."""
+        settings = [
+            asdict(self.synthetic), asdict(self.prompt), self.root, self.domain, self.task, self.num_candidates,
+            self.negatives, self.seed, self.test_fraction, self.val_fraction, self.warm_start_fraction,
+            self.query_types,
+        ]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def setup(self, stage: str) -> None:
         self.load()
         if stage == "fit" and self.curriculum_controller is None:
-            train = self.tasks["train"]
+            train = self.data.tasks["train"]
             self.attach_curriculum(
                 CurriculumController(
                     [t.query_id for t in train], [t.query_type for t in train],
@@ -186,10 +207,10 @@ class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
-        return self.curriculum_dataloader(self.tasks["train"], collate_fn=collate_tasks)
+        return self.curriculum_dataloader(self.load().tasks["train"], collate_fn=collate_tasks)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.tasks[split], batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_tasks)
+        return DataLoader(self.load().tasks[split], batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_tasks)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -643,6 +643,7 @@ def load_release(
         queries=queries,
         triples=triples,
         interactions=interactions,
+        matcher=matcher,
         stats=stats,
     )
 

@@ -135,6 +135,8 @@ class Release:
         triples: Item–attribute facts for the knowledge graph (from query conditions, catalog genres
             and an optional triples file).
         interactions: ``ratings.dat`` when present, else ``None``.
+        matcher: The catalog title matcher the ground truth was matched with (a
+            :class:`~rerec.data.matching.TitleMatcher`); every later match uses the same one.
         stats: Reader counters (skipped records, unmatched titles per type, ...), JSON-serialisable.
     """
 
@@ -144,4 +146,5 @@ class Release:
     queries: list[Query] = field(default_factory=list)
     triples: list[Triple] = field(default_factory=list)
     interactions: Interactions | None = None
+    matcher: Any = None
     stats: dict[str, Any] = field(default_factory=dict)

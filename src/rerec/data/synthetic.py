@@ -26,14 +26,13 @@ How the world is built (all draws from one ``numpy`` generator seeded by ``seed`
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rerec.atomic import atomic_write_text
 from rerec.data.prompts import RELATION_PHRASES
 
 GENRES = (
@@ -419,13 +418,6 @@ def _implicit_text(conditions: list[list[str]], hop: dict) -> str:
     return f"I'd like {_a_film(genre)} {_IMPLICIT_TEMPLATES[hop['relation']].format(ref=hop['movie'])}."
 
 
-def _atomic_write(path: Path, text: str, encoding: str = "utf-8") -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding=encoding, newline="\n") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_world(root: str | Path, config: SyntheticWorldConfig | None = None) -> Path:
     """Generate the world and write it in the RecBench+ layout under ``<root>/movie``.
 
@@ -449,11 +441,11 @@ def write_world(root: str | Path, config: SyntheticWorldConfig | None = None) ->
     interest = b.interest_queries(movies, histories, users)
     demographics = b.demographic_queries(movies, histories, users)
 
-    _atomic_write(
+    atomic_write_text(
         folder / "movies.dat",
         "".join(f"{m.item_id}::{m.catalog_title}::{'|'.join(m.attributes['Genre'])}\n" for m in movies),
     )
-    _atomic_write(
+    atomic_write_text(
         folder / "users.dat",
         "".join(f"{u['user_id']}::{u['gender']}::{u['age']}::{u['occupation']}::{u['zip']}\n" for u in users),
     )
@@ -466,8 +458,8 @@ def write_world(root: str | Path, config: SyntheticWorldConfig | None = None) ->
             liked = bool(fav_genres & set(m.attributes["Genre"])) + (fav_studio in m.attributes["Produced_by"])
             rating = int(np.clip(2 + liked + b.rng.integers(0, 2), 1, 5))
             rating_lines.append(f"{u['user_id']}::{i}::{rating}::{978300000 + 3600 * t + u['user_id']}\n")
-    _atomic_write(folder / "ratings.dat", "".join(rating_lines))
-    _atomic_write(
+    atomic_write_text(folder / "ratings.dat", "".join(rating_lines))
+    atomic_write_text(
         folder / "kg_triples.tsv",
         "".join(
             f"{m.item_id}\t{r}\t{v}\n" for m in movies for r in RELATIONS for v in m.attributes[r]
@@ -480,6 +472,6 @@ def write_world(root: str | Path, config: SyntheticWorldConfig | None = None) ->
         ("InterestBasedQuery.json", interest),
         ("UserBasedQuery.json", demographics),
     ):
-        _atomic_write(folder / name, json.dumps(records, indent=1, ensure_ascii=False))
-    _atomic_write(stamp, wanted)
+        atomic_write_text(folder / name, json.dumps(records, indent=1, ensure_ascii=False))
+    atomic_write_text(stamp, wanted)
     return folder

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rerec.atomic import atomic_write_text
 from rerec.data.answer import parse_answer
 from rerec.data.matching import TitleMatcher
 from rerec.data.records import Query, QueryType
@@ -206,18 +206,6 @@ def _summarise(
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -244,8 +232,8 @@ def write_report(result: Mapping[str, Any], folder: str | os.PathLike[str], name
     """
     folder = Path(folder)
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
-    _atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write_text(md_path, f"# {name} (K = {result['k']})\n\n" + markdown_table(result))
+    atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(md_path, f"# {name} (K = {result['k']})\n\n" + markdown_table(result))
     return json_path, md_path
 
 
@@ -267,5 +255,5 @@ def write_predictions_jsonl(records: Iterable[EvalRecord], path: str | os.PathLi
         for r in records
     ]
     path = Path(path)
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path

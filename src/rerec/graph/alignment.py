@@ -54,12 +54,12 @@ EmbeddingSource = Mapping[str, torch.Tensor] | str | os.PathLike[str] | None
 PAS_DISABLED_MESSAGE = (
     "PAS disabled: no LightGCN item embeddings were given, so the 'pas' reward component is 0 for every "
     "rollout. Train them with `python -m rerec fit --config configs/lightgcn-<dataset>.yaml` (or "
-    "rerec.graph.lightgcn.train_lightgcn) and pass the item_embeddings.pt it writes."
+    "rerec.graph.lightgcn_inline.train_lightgcn) and pass the item_embeddings.pt it writes."
 )
 
 
 def load_item_embeddings(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read item embeddings written by :mod:`rerec.graph.lightgcn`.
+    """Read item embeddings written by :mod:`rerec.graph.lightgcn_module`.
 
     Args:
         path: ``item_embeddings.pt`` (``{"item_ids": LongTensor (I,), "embeddings": FloatTensor (I, d)}``)

@@ -18,7 +18,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["PolicyLossConfig", "PolicyLossOutput", "kl_estimate", "kl_k3", "masked_mean", "policy_loss"]
+__all__ = [
+    "PolicyLossConfig", "PolicyLossOutput", "kl_estimate", "kl_k3", "loss_normalizer", "masked_mean", "policy_loss",
+    "zero_variance_groups",
+]
 
 KLEstimator = Literal["k3", "low_var_kl", "k1"]
 LossType = Literal["token_mean", "seq_mean", "dr_grpo"]
@@ -47,8 +50,12 @@ class PolicyLossConfig:
             tokens / number of valid tokens. ``"seq_mean"``: mean over sequences (with at least one valid
             token) of each sequence's token mean. ``"dr_grpo"``: sum over valid tokens /
             (N * max_completion_length), a constant normaliser (Dr. GRPO).
-        max_completion_length: the constant normaliser of ``"dr_grpo"`` (the generation length limit);
-            required for that loss type, ignored otherwise.
+        max_completion_length: the constant normaliser of ``"dr_grpo"``; ``null`` takes the rollout
+            budget (``generation.max_completion_length``). Ignored by the other loss types.
+        zero_std_filter: DAPO-style filter: rollout groups whose reward std is at most ``zero_std_tol``
+            give no gradient signal and are left out of the loss (``frac_reward_zero_std`` counts them
+            either way).
+        zero_std_tol: Tolerance of ``zero_std_filter`` on the population std of a group's rewards.
     """
 
     epsilon: float = 0.2
@@ -57,6 +64,8 @@ class PolicyLossConfig:
     kl_estimator: KLEstimator = "low_var_kl"
     loss_type: LossType = "token_mean"
     max_completion_length: int | None = None
+    zero_std_filter: bool = False
+    zero_std_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
@@ -69,11 +78,10 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.kl_estimator={self.kl_estimator!r}: use k3, low_var_kl or k1")
         if self.loss_type not in ("token_mean", "seq_mean", "dr_grpo"):
             raise ValueError(f"PolicyLossConfig.loss_type={self.loss_type!r}: use token_mean, seq_mean or dr_grpo")
-        if self.loss_type == "dr_grpo" and (self.max_completion_length is None or self.max_completion_length < 1):
-            raise ValueError(
-                "PolicyLossConfig.max_completion_length must be a positive int when loss_type='dr_grpo' "
-                f"(got {self.max_completion_length})"
-            )
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(f"PolicyLossConfig.max_completion_length must be >= 1, got {self.max_completion_length}")
+        if not self.zero_std_tol >= 0.0:
+            raise ValueError(f"PolicyLossConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
 
     @property
     def clip_high(self) -> float:
@@ -97,6 +105,32 @@ class PolicyLossOutput:
     loss: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     per_token_loss: Tensor | None = None
+
+
+def zero_variance_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
+    """Which rollout groups have (nearly) constant rewards and so give zero GRPO gradient.
+
+    Args:
+        rewards: ``(N,)`` total rewards, ``N = num_groups · group_size``, the rollouts of one prompt
+            contiguous (architecture conventions).
+        group_size: G, rollouts per prompt.
+        tol: A group is flagged when the population std (``correction=0``) of its rewards is ``<= tol``.
+
+    Returns:
+        Bool tensor ``(num_groups,)`` on ``rewards``' device, True for a zero-variance group.
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"zero_variance_groups: rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"zero_variance_groups: {rewards.numel()} rewards do not split into groups of {group_size}"
+        )
+    if tol < 0:
+        raise ValueError(f"zero_variance_groups: tol must be >= 0, got {tol}")
+    values = rewards if rewards.is_floating_point() else rewards.float()
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("zero_variance_groups: rewards contain NaN or inf")
+    return values.reshape(-1, group_size).std(dim=1, correction=0) <= tol
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -153,18 +187,34 @@ def kl_estimate(logps: Tensor, ref_logps: Tensor, estimator: KLEstimator = "low_
     raise ValueError(f"kl_estimate: unknown estimator {estimator!r}; use k3, low_var_kl or k1")
 
 
-def _aggregate(per_token: Tensor, mask: Tensor, cfg: PolicyLossConfig) -> Tensor:
-    """Reduce ``(N, T)`` per-token values (already 0 outside ``mask``) to a scalar per ``cfg.loss_type``."""
+def loss_normalizer(completion_mask: Tensor, cfg: PolicyLossConfig) -> float:
+    """The denominator of ``cfg.loss_type`` over a whole (mini-)batch.
+
+    Gradient accumulation splits a mini-batch into micro-batches; each micro-batch's loss is its sum
+    divided by the mini-batch's normaliser, so the micro-batch losses add up to the mini-batch loss
+    whatever the split (a per-micro-batch token mean would weight a token by its micro-batch's size).
+
+    Returns:
+        ``token_mean``: number of valid tokens; ``seq_mean``: number of rows with a valid token;
+        ``dr_grpo``: rows × ``max_completion_length``. At least 1.
+    """
+    mask = completion_mask.bool()
     if cfg.loss_type == "token_mean":
-        return per_token.sum() / mask.sum().clamp(min=1)
+        return float(max(int(mask.sum()), 1))
     if cfg.loss_type == "seq_mean":
-        counts = mask.sum(-1)
-        row_means = per_token.sum(-1) / counts.clamp(min=1)
-        has_tokens = counts > 0
-        # Rows without a valid token are not sequences to learn from: leave them out of the mean.
-        return (row_means * has_tokens).sum() / has_tokens.sum().clamp(min=1)
-    assert cfg.max_completion_length is not None  # enforced by PolicyLossConfig
-    return per_token.sum() / (per_token.shape[0] * cfg.max_completion_length)
+        return float(max(int(mask.any(-1).sum()), 1))
+    if cfg.max_completion_length is None:
+        raise ValueError("loss_type='dr_grpo' needs max_completion_length (the policy sets its rollout budget)")
+    return float(mask.shape[0] * cfg.max_completion_length)
+
+
+def _aggregate(per_token: Tensor, mask: Tensor, cfg: PolicyLossConfig, normalizer: float) -> Tensor:
+    """Reduce ``(N, T)`` per-token values (already 0 outside ``mask``) to this batch's share of the
+    ``cfg.loss_type`` aggregate whose denominator is ``normalizer`` (:func:`loss_normalizer`)."""
+    if cfg.loss_type == "seq_mean":
+        # Each sequence's token mean; rows without a valid token add 0 and are not counted in the normaliser.
+        return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / normalizer
+    return per_token.sum() / normalizer
 
 
 def policy_loss(
@@ -174,6 +224,7 @@ def policy_loss(
     completion_mask: Tensor,
     ref_logps: Tensor | None = None,
     cfg: PolicyLossConfig | None = None,
+    normalizer: float | None = None,
 ) -> PolicyLossOutput:
     """Clipped surrogate + ``beta`` * KL, aggregated over valid completion tokens.
 
@@ -187,6 +238,8 @@ def policy_loss(
         completion_mask: ``(N, T)`` True on real completion tokens (including EOS).
         ref_logps: ``(N, T)`` log-probs under the reference policy; required when ``cfg.beta > 0``.
         cfg: loss settings; ``None`` uses the :class:`PolicyLossConfig` defaults.
+        normalizer: denominator of the aggregation when these rows are one micro-batch of a larger
+            mini-batch (:func:`loss_normalizer` of the mini-batch's mask); ``None``: these rows' own.
 
     Returns:
         :class:`PolicyLossOutput` with the scalar loss and float metrics.
@@ -212,6 +265,8 @@ def policy_loss(
         )
 
     mask = completion_mask.bool()
+    if normalizer is None:
+        normalizer = loss_normalizer(mask, cfg)
     zero = torch.zeros((), dtype=torch.float32, device=logps.device)
     logps = logps.float()
     adv = torch.where(mask, advantages.detach().float(), zero)
@@ -223,7 +278,7 @@ def policy_loss(
     surrogate = -torch.minimum(ratio * adv, clipped * adv)
     surrogate = torch.where(mask, surrogate, zero)
 
-    pg_loss = _aggregate(surrogate, mask, cfg)
+    pg_loss = _aggregate(surrogate, mask, cfg, normalizer)
     loss = pg_loss
     per_token = surrogate
     kl_mean = zero
@@ -236,7 +291,7 @@ def policy_loss(
         kl_mean = masked_mean(kl.detach(), mask)
         if cfg.beta > 0:
             # The aggregations are linear, so agg(surrogate + beta*kl) = agg(surrogate) + beta*agg(kl).
-            loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg)
+            loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)
             per_token = surrogate + cfg.beta * kl
 
     with torch.no_grad():

@@ -146,10 +146,11 @@ class ModelConfig:
         attn_implementation: attention kernel passed to ``from_pretrained`` (``"sdpa"`` when unset;
             e.g. ``"eager"`` or ``"flash_attention_2"``). Models built in memory keep theirs.
         revision: hub branch, tag or commit to load (default: the default branch).
-        reference: reference policy for the KL term. ``"auto"``: the same model with its adapters
-            disabled (no second copy; modes ``lora``/``qlora`` only — in mode ``full`` using the
-            reference is an error). ``"copy"``: keep a frozen copy of the initial weights (mode ``full``
-            only; doubles weight memory). ``"none"``: no reference (use with ``beta=0``).
+        reference: reference policy for the KL term. ``"auto"``: modes ``lora``/``qlora`` use the same
+            model with its adapters disabled (no second copy); mode ``full`` keeps a frozen copy of the
+            initial weights when the run reads the reference (``loss.beta`` > 0) and none otherwise.
+            ``"copy"``: always keep that frozen copy (mode ``full`` only; doubles weight memory).
+            ``"none"``: no reference (only with ``loss.beta: 0``).
     """
 
     name_or_path: str
@@ -413,7 +414,7 @@ def prepare_policy(model: nn.Module, tokenizer: Any, cfg: ModelConfig) -> nn.Mod
     _sync_special_tokens(model, tokenizer)
 
     frozen: nn.Module | None = None
-    if cfg.reference == "copy":  # mode full only (validated by ModelConfig); copy before any update
+    if cfg.reference == "copy" or (cfg.reference == "auto" and cfg.mode == "full"):  # copy before any update
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
     if cfg.gradient_checkpointing:
         _enable_gradient_checkpointing(model)

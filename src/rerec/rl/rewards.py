@@ -1,15 +1,13 @@
-"""The rollout reward, made of named components (DESIGN §1.1).
+"""The rollout reward: read each completion once (parse, match), then sum the weighted components.
 
-``r = w_fmt·format + w_rec·rec + w_qas·QAS + w_pas·PAS`` where ``format = +0.5`` when the answer parses
-and ``−0.5`` otherwise, ``rec = NDCG@K`` (``−0.5`` when unparsable), and QAS/PAS come from the graph scorer
-(0 when unparsable or unmatched). A component whose weight is 0 is not computed.
+:meth:`RecReward.read` is the one path that parses an answer and matches its titles to catalog items;
+training, evaluation, prediction and the benchmarks all go through it. :meth:`RecReward.__call__` adds the
+reward: ``Σ weight · component`` over the configured :mod:`~rerec.rl.reward_components`.
 
 In the candidate task the prompt asks for one of the listed candidates; with ``require_candidate`` an
-answer that names none of them (after title matching) is scored like an unparsable one: format and
-recommendation components at ``unparsable_penalty``, no QAS/PAS partial credit. An off-list title is a
-failure to follow the task, not a near-miss, and without this rule the graph scores would reward recalling
-catalog items similar to the truth that can never be right. Raw (unweighted)
-component values are returned for logging as ``rewards/<name>/mean``.
+answer that names none of them (after title matching) counts as no answer: penalties, no graph partial
+credit. An off-list title is a failure to follow the task, not a near-miss, and without this rule the
+graph scores would reward recalling catalog items similar to the truth that can never be right.
 """
 
 from __future__ import annotations
@@ -24,34 +22,27 @@ from rerec.data.matching import TitleMatcher
 from rerec.data.records import Item
 from rerec.data.tasks import RecTask
 from rerec.eval.metrics import ndcg_at_k
+from rerec.rl.reward_components import AnswerBatch, RewardComponent
 
 
 @dataclass
 class RewardConfig:
-    """Weights and constants of the reward.
+    """What the reward components share.
 
     Args:
-        w_fmt: Weight of the format component.
-        w_rec: Weight of the recommendation component (NDCG@K).
-        w_qas: Weight of the Query Alignment Score (item–attribute graph); 0 turns it off.
-        w_pas: Weight of the Preference Alignment Score (LightGCN space); 0 turns it off.
-        k: Cut-off of NDCG@K (1 for the candidate task: accuracy).
-        format_reward: Format component of a parsable answer.
-        unparsable_penalty: Format and recommendation components of an unparsable answer.
+        k: Cut-off of NDCG@K and of the graph scores (1 for the candidate task: accuracy).
         require_candidate: Candidate task only: an answer that is not one of the prompt's candidates
-            scores like an unparsable one (no graph partial credit; RAAE still lowers the segments that
-            argue for it). Off by default (the paper's reward); ``configs/tiny.yaml`` turns it on, where
-            the tiny policy answers with recalled off-list titles. Ignored by the open task.
+            counts as no answer (penalties, no graph partial credit; RAAE still lowers the segments that
+            argue for it). Off by default (the paper's reward); for a policy that answers with recalled
+            off-list titles. Ignored by the open task.
     """
 
-    w_fmt: float = 0.1
-    w_rec: float = 1.0
-    w_qas: float = 0.01
-    w_pas: float = 0.01
     k: int = 1
-    format_reward: float = 0.5
-    unparsable_penalty: float = -0.5
     require_candidate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"reward.k must be >= 1, got {self.k}")
 
 
 @dataclass
@@ -60,7 +51,9 @@ class ScoredRollouts:
 
     Attributes:
         total: (N,) total reward.
-        components: Raw component values, each (N,): ``format``, ``ndcg`` and, when on, ``qas``/``pas``.
+        components: Raw value of each computed component, each (N,), keyed by component name.
+        ndcg: (N,) NDCG@K of the answer (0 when it does not count): the curriculum's difficulty signal,
+            whatever the reward's components.
         parsed: Parsed titles per rollout, ``None`` when unparsable.
         predicted_ids: Matched catalog id per parsed title (−1 unmatched).
         match_kinds: Kind of match per parsed title (``candidate`` when taken from the prompt's list).
@@ -71,6 +64,7 @@ class ScoredRollouts:
 
     total: torch.Tensor
     components: dict[str, torch.Tensor]
+    ndcg: torch.Tensor
     parsed: list[list[str] | None]
     predicted_ids: list[list[int]]
     match_kinds: list[list[str]]
@@ -80,14 +74,15 @@ class ScoredRollouts:
 
 
 class RecReward:
-    """Scores completions of recommendation tasks.
+    """Reads and scores completions of recommendation tasks.
 
     Args:
-        config: Weights and constants.
+        config: What the components share (K, ``require_candidate``).
         items: The catalog (candidate titles are looked up exactly before the fuzzy catalog matcher).
         matcher: Catalog title matcher for titles not written exactly as a candidate.
-        scorer: The graph reward module (QAS/PAS), required when ``w_qas`` or ``w_pas`` is non-zero.
-        max_titles: 1 for the candidate task; K for the open task.
+        components: The reward's terms, already set up (:meth:`RewardComponent.setup`); those of weight 0
+            are skipped. ``None``/empty: reading only (evaluation).
+        max_titles: Most titles read from one answer: 1 for the candidate task, K for the open task.
     """
 
     def __init__(
@@ -95,15 +90,16 @@ class RecReward:
         config: RewardConfig,
         items: dict[int, Item],
         matcher: TitleMatcher,
-        scorer: torch.nn.Module | None = None,
+        components: Sequence[RewardComponent] | None = None,
         max_titles: int | None = 1,
     ) -> None:
-        if (config.w_qas or config.w_pas) and scorer is None:
-            raise ValueError("w_qas/w_pas are non-zero but no graph scorer was given")
         self.config = config
         self.items = items
         self.matcher = matcher
-        self.scorer = scorer
+        self.components = [c for c in components or [] if c.weight != 0]
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward components must have distinct names, got {names}")
         self.max_titles = max_titles
 
     def match(self, titles: Sequence[str], task: RecTask) -> tuple[list[int], list[str]]:
@@ -132,79 +128,43 @@ class RecReward:
             kinds.append(kind)
         return ids, kinds
 
-    def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu"):
-        """Score ``texts[i]`` as an answer to ``tasks[i]``; returns :class:`ScoredRollouts`."""
-        cfg = self.config
-        parsed, predicted, kinds, correct, wrong, off = [], [], [], [], [], []
-        fmt, rec = [], []
-        graph_ids = []  # what QAS/PAS score: nothing for unparsable or (with require_candidate) off-list answers
+    def read(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu") -> AnswerBatch:
+        """Parse every completion and match its titles (no scoring)."""
+        parsed, predicted, kinds, scorable = [], [], [], []
         for text, task in zip(texts, tasks, strict=True):
             titles = parse_answer(text, max_titles=self.max_titles)
             parsed.append(titles)
-            if titles is None:
-                predicted.append([])
-                kinds.append([])
-                correct.append(False)
-                wrong.append([])
-                off.append(False)
-                graph_ids.append([])
-                fmt.append(cfg.unparsable_penalty)
-                rec.append(cfg.unparsable_penalty)
-                continue
-            ids, match_kinds = self.match(titles, task)
+            ids, match_kinds = self.match(titles, task) if titles is not None else ([], [])
             predicted.append(ids)
             kinds.append(match_kinds)
-            truth = set(task.answer_ids)
-            correct.append(ids[0] in truth)
-            wrong.append([t for t, i in zip(titles, ids) if i not in truth])
-            is_off = self.max_titles == 1 and bool(task.candidate_ids) and ids[0] not in task.candidate_ids
-            off.append(is_off)
-            if is_off and cfg.require_candidate:
-                graph_ids.append([])
-                fmt.append(cfg.unparsable_penalty)
-                rec.append(cfg.unparsable_penalty)
-                continue
-            graph_ids.append(ids)
-            fmt.append(cfg.format_reward)
-            rec.append(ndcg_at_k(ids, truth, cfg.k))
-        components = {
-            "format": torch.tensor(fmt, dtype=torch.float32, device=device),
-            "ndcg": torch.tensor(rec, dtype=torch.float32, device=device),
-        }
-        total = cfg.w_fmt * components["format"] + cfg.w_rec * components["ndcg"]
-        if cfg.w_qas or cfg.w_pas:
-            graph = self._graph_scores(graph_ids, tasks, device)
-            if cfg.w_qas:
-                components["qas"] = graph["qas"]
-                total = total + cfg.w_qas * graph["qas"]
-            if cfg.w_pas:
-                components["pas"] = graph["pas"]
-                total = total + cfg.w_pas * graph["pas"]
-        return ScoredRollouts(total, components, parsed, predicted, kinds, correct, wrong, off)
+            scorable.append(titles is not None and not (self.config.require_candidate and self._off_list(ids, task)))
+        return AnswerBatch(texts, tasks, parsed, predicted, kinds, scorable, self.config.k, device)
 
-    def _graph_scores(self, predicted: list[list[int]], tasks: Sequence[RecTask], device) -> dict[str, torch.Tensor]:
-        """QAS/PAS of each rollout = mean over its first K predictions (0 with no prediction)."""
-        k = self.config.k
-        rows, preds, truths = [], [], []
-        for row, (ids, task) in enumerate(zip(predicted, tasks)):
-            for item in ids[:k]:
-                rows.append(row)
-                preds.append(item)
-                truths.append(task.truth_ids)
-        n = len(predicted)
-        if not preds:
-            zeros = torch.zeros(n, device=device)
-            return {"qas": zeros, "pas": zeros.clone()}
-        width = max(len(t) for t in truths)
-        truth = torch.full((len(truths), width), -1, dtype=torch.long)
-        for j, t in enumerate(truths):
-            truth[j, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-        scorer_device = next((b.device for b in self.scorer.buffers()), torch.device("cpu"))
-        scores = self.scorer(torch.as_tensor(preds, device=scorer_device), truth.to(scorer_device))
-        index = torch.as_tensor(rows, device=device)
-        count = torch.zeros(n, device=device).index_add_(0, index, torch.ones(len(rows), device=device))
-        out = {}
-        for name in ("qas", "pas"):
-            summed = torch.zeros(n, device=device).index_add_(0, index, scores[name].to(device).float())
-            out[name] = summed / count.clamp(min=1)
-        return out
+    def _off_list(self, ids: list[int], task: RecTask) -> bool:
+        """Candidate task: the top answer is none of the prompt's candidates."""
+        return self.max_titles == 1 and bool(task.candidate_ids) and ids[0] not in task.candidate_ids
+
+    def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu") -> ScoredRollouts:
+        """Read ``texts[i]`` as an answer to ``tasks[i]`` and score it; returns :class:`ScoredRollouts`."""
+        batch = self.read(texts, tasks, device)
+        components: dict[str, torch.Tensor] = {}
+        total = torch.zeros(len(batch), dtype=torch.float32, device=device)
+        for i, component in enumerate(self.components):
+            value = component(batch)
+            if tuple(value.shape) != (len(batch),):
+                raise ValueError(f"reward component {component.name!r} returned shape {tuple(value.shape)}, "
+                                 f"expected ({len(batch)},)")
+            components[component.name] = value.float()
+            total = component.weight * value if i == 0 else total + component.weight * value
+        correct, wrong, off, ndcg = [], [], [], []
+        for titles, ids, task, ok in zip(batch.parsed, batch.predicted_ids, tasks, batch.scorable):
+            truth = set(task.answer_ids)
+            correct.append(bool(ids) and ids[0] in truth)
+            wrong.append([t for t, i in zip(titles, ids) if i not in truth] if titles is not None else [])
+            off.append(titles is not None and self._off_list(ids, task))
+            ndcg.append(ndcg_at_k(ids, truth, self.config.k) if ok else 0.0)
+        return ScoredRollouts(
+            total=total, components=components, ndcg=batch.values(ndcg), parsed=batch.parsed,
+            predicted_ids=batch.predicted_ids, match_kinds=batch.match_kinds, correct=correct,
+            wrong_titles=wrong, off_candidate=off,
+        )

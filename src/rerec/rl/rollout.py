@@ -46,6 +46,8 @@ class Rollouts:
         completion_mask: (N, T) True up to and including the EOS token.
         truncated: (N,) True where no EOS came within ``max_completion_length``.
         texts: Decoded completions without special tokens.
+        logprobs: (N, T) log-probs of the completion tokens under the sampling distribution as the
+            engine computed them, 0 on padding; ``None`` when the engine reports none (HF ``generate``).
     """
 
     input_ids: torch.Tensor
@@ -55,6 +57,7 @@ class Rollouts:
     completion_mask: torch.Tensor
     truncated: torch.Tensor
     texts: list[str]
+    logprobs: torch.Tensor | None = None
 
     @property
     def num_completion_tokens(self) -> int:

@@ -31,8 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +39,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from rerec.atomic import atomic_path
 
 log = logging.getLogger("rerec.rl")
 
@@ -297,9 +297,6 @@ def run_warm_start(
     if not math.isfinite(stats["final_loss"]):
         raise FloatingPointError(f"warm start diverged (loss {stats['final_loss']}); lower warm_start.lr")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save({"model": model.state_dict(), "stats": stats}, tmp)
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            torch.save({"model": model.state_dict(), "stats": stats}, tmp)
     return {**stats, "cached": False}

@@ -1,11 +1,14 @@
-"""Where the policy's graph rewards get their data, and the builder that wires them to a data module."""
+"""Setting up the graph reward scorer (QAS/PAS): where its data comes from, and building it from a run's data."""
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from rerec.data.contract import RecData
 from rerec.graph.alignment import GraphRewardScorer
 from rerec.graph.item_graph import Weighting
 
@@ -14,7 +17,7 @@ log = logging.getLogger("rerec.graph")
 
 @dataclass
 class GraphRewardConfig:
-    """Data of the QAS/PAS graph rewards (weights live in ``reward``).
+    """Data of the QAS/PAS graph rewards (their weights are the reward components').
 
     Args:
         item_embeddings: LightGCN item embeddings for PAS: an ``item_embeddings.pt`` written by
@@ -24,7 +27,7 @@ class GraphRewardConfig:
         inline_lightgcn_epochs: Epochs of the inline LightGCN (seconds on the synthetic world; use a
             separate LightGCN run for RecBench+ scale).
         inline_lightgcn_dim: Embedding size of the inline LightGCN.
-        qas_weighting: ``none`` (DESIGN's |A(p) ∩ A(g)| / |A(g)|) or ``inverse_frequency`` (rare
+        qas_weighting: ``none`` (|A(p) ∩ A(g)| / |A(g)|) or ``inverse_frequency`` (rare
             attributes count more).
         relation_weights: Optional per-relation multipliers of attribute weights, e.g. ``{Genre: 0.5}``.
         seed: Seed of the inline LightGCN.
@@ -43,16 +46,27 @@ class GraphRewardConfig:
             self.item_embeddings = None
 
 
-def build_graph_scorer(config: GraphRewardConfig, reward: Any, dm: Any) -> GraphRewardScorer | None:
-    """The scorer for a loaded data module, or ``None`` when both QAS and PAS weights are 0."""
-    if not (reward.w_qas or reward.w_pas):
+def build_graph_scorer(config: GraphRewardConfig, data: RecData, scores: Collection[str]) -> GraphRewardScorer | None:
+    """The one graph scorer of a run, for the graph ``scores`` its reward components read (``"qas"``,
+    ``"pas"``); ``None`` when they read none.
+
+    PAS needs item embeddings: ``config.item_embeddings``, else a small LightGCN trained inline on the
+    data's interactions (``inline_lightgcn_epochs`` > 0); with neither the scorer disables PAS with one
+    warning. A QAS-only scorer skips all of that.
+    """
+    if not scores:
         return None
-    if not reward.w_pas:
-        return _qas_only(config, dm)
+    if "pas" not in scores:
+        with warnings.catch_warnings():  # PAS is not read: its "disabled" warning would be noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return GraphRewardScorer.from_triples(
+                data.triples, list(data.items), None,
+                weighting=config.qas_weighting, relation_weights=config.relation_weights,
+            )
     embeddings: Any = config.item_embeddings
-    interactions = dm.release.interactions
+    interactions = data.interactions
     if embeddings is None and config.inline_lightgcn_epochs > 0 and interactions is not None and len(interactions):
-        from rerec.graph.lightgcn import train_lightgcn
+        from rerec.graph.lightgcn_inline import train_lightgcn
 
         trained = train_lightgcn(
             interactions, embedding_dim=config.inline_lightgcn_dim, epochs=config.inline_lightgcn_epochs,
@@ -60,20 +74,7 @@ def build_graph_scorer(config: GraphRewardConfig, reward: Any, dm: Any) -> Graph
         )
         log.info("inline LightGCN for PAS: %s", trained.get("metrics"))
         embeddings = {"item_ids": trained["item_ids"], "embeddings": trained["embeddings"]}
-    # With embeddings still None, the scorer disables PAS with one clear warning.
     return GraphRewardScorer.from_triples(
-        dm.release.triples, list(dm.items), embeddings,
+        data.triples, list(data.items), embeddings,
         weighting=config.qas_weighting, relation_weights=config.relation_weights,
     )
-
-
-def _qas_only(config: GraphRewardConfig, dm: Any) -> GraphRewardScorer:
-    """A QAS-only scorer; its PAS-disabled warning is expected (w_pas = 0), so it is silenced."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return GraphRewardScorer.from_triples(
-            dm.release.triples, list(dm.items), None,
-            weighting=config.qas_weighting, relation_weights=config.relation_weights,
-        )

@@ -8,7 +8,7 @@ How an assertion is read from a segment (deliberately simple, literal, and preci
    ``;``, ``|``, a newline or an earlier mention), with the title matcher; the first candidate that
    resolves to a catalog id is the mention.
 2. **Relation phrases**: the words of ``relation_phrases`` (``director``, ``directed by``, ``star``,
-   ``genre`` ...), literal and word-aligned (:class:`~rerec.rl.segments.PhraseIndex`).
+   ``genre`` ...), literal and word-aligned (:class:`~rerec.rl.raae.segments.PhraseIndex`).
 3. **Values**: the known attribute values of the graph (person names, genres, studios ...), literal
    and word-aligned, longest first.
 4. A value ``v`` asserts ``(item, relation, v)`` when, reading left to right, it follows an item
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rerec.data.records import Triple
-from rerec.rl.segments import PhraseIndex, Words
+from rerec.rl.raae.segments import PhraseIndex, Words
 
 #: Words that introduce a relation's values in text, keyed by the knowledge graph's relation names
 #: (RecBench+ movie and book relations; the synthetic world uses the same names). The first phrase of

@@ -1,0 +1,184 @@
+"""The policy update of one rollout batch: ``num_iterations`` passes of mini-batch optimizer steps, each
+mini-batch split into micro-batches for memory (gradient accumulation).
+
+Every loss aggregation is a sum over the mini-batch divided by the mini-batch's normaliser
+(:func:`~rerec.rl.loss.loss_normalizer`), so the loss and its gradient do not depend on how the rows are
+split into micro-batches. Mini- and micro-batches hold whole groups of G rollouts when the policy can
+share one prompt forward per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
+from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
+from rerec.rl.rollout import Rollouts
+
+__all__ = ["BatchSplit", "CompletionLogProbs", "UpdateBatch", "update_policy"]
+
+
+@dataclass
+class BatchSplit:
+    """How a rollout batch of N rows is cut for the update (see ``ReRecPolicy``'s arguments).
+
+    Attributes:
+        num_iterations: μ, passes over the batch.
+        mini_batch_size: Rollouts per optimizer step; ``None``: all N.
+        micro_batch_size: Rollouts per forward/backward.
+    """
+
+    num_iterations: int = 1
+    mini_batch_size: int | None = None
+    micro_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
+        if self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+
+
+@dataclass
+class UpdateBatch:
+    """What the update reads of one rollout batch.
+
+    Attributes:
+        rollouts: The token tensors.
+        advantages: (N, T) per-token advantages.
+        loss_mask: (N, T) tokens that enter the loss (the completion mask, less filtered groups).
+        old_logps: (N, T) log-probs of the sampling policy; ``None``: purely on-policy (each micro-batch's
+            own log-probs, detached, give ratio 1).
+        ref_logps: (N, T) reference log-probs; ``None`` without a KL term.
+    """
+
+    rollouts: Rollouts
+    advantages: Tensor
+    loss_mask: Tensor
+    old_logps: Tensor | None = None
+    ref_logps: Tensor | None = None
+
+
+class CompletionLogProbs:
+    """Completion log-probs of rollout rows under a model, in micro-batches of whole groups.
+
+    Args:
+        group_size: Rows that share one prompt forward (G), or 1 when the model cannot share it (with
+            gradient checkpointing Hugging Face turns off the KV cache the shared forward needs).
+        micro_batch_size: Rows per forward (rounded down to whole groups, at least one group).
+        temperature: The sampling temperature (log-probs are of the tempered distribution).
+    """
+
+    def __init__(self, group_size: int, micro_batch_size: int, temperature: float) -> None:
+        self.unit = max(group_size, 1)
+        self.micro_rows = max(micro_batch_size // self.unit, 1) * self.unit
+        self.temperature = temperature
+
+    def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False):
+        """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``."""
+        if self.unit > 1:
+            return grouped_completion_logprobs(
+                model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
+                self.temperature, with_entropy,
+            )
+        return completion_logprobs(
+            model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, None, self.temperature,
+            with_entropy,
+        )
+
+    @torch.no_grad()
+    def all(self, model: nn.Module, ro: Rollouts) -> Tensor:
+        """(N, T) log-probs of every row, without gradient."""
+        n = ro.input_ids.shape[0]
+        step = self.micro_rows
+        return torch.cat([self.rows(model, ro, torch.arange(s, min(s + step, n)))[0] for s in range(0, n, step)])
+
+
+class _Metrics:
+    """Update metrics that do not depend on the micro-batch split: losses summed per mini-batch and
+    averaged over mini-batches; token statistics weighted by valid tokens; ratio extremes."""
+
+    _TOKEN_MEANS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "ratio/mean")
+
+    def __init__(self) -> None:
+        self.loss_sums: dict[str, float] = {"loss": 0.0, "policy_loss": 0.0}
+        self.token_sums = dict.fromkeys(self._TOKEN_MEANS, 0.0)
+        self.tokens = 0
+        self.mini_batches = 0
+        self.ratio_min, self.ratio_max = float("inf"), float("-inf")
+        self.entropy_sum, self.entropy_tokens = 0.0, 0
+
+    def add(self, out: PolicyLossOutput, loss_tokens: int, entropy: Tensor, valid: Tensor) -> None:
+        for k in self.loss_sums:
+            self.loss_sums[k] += out.metrics[k]
+        for k in self._TOKEN_MEANS:
+            self.token_sums[k] += out.metrics[k] * loss_tokens
+        self.tokens += loss_tokens
+        if loss_tokens:
+            self.ratio_min = min(self.ratio_min, out.metrics["ratio/min"])
+            self.ratio_max = max(self.ratio_max, out.metrics["ratio/max"])
+        self.entropy_sum += float(entropy[valid].sum())
+        self.entropy_tokens += int(valid.sum())
+
+    def result(self) -> dict[str, float]:
+        out = {k: v / max(self.mini_batches, 1) for k, v in self.loss_sums.items()}
+        out.update({k: (v / self.tokens if self.tokens else (1.0 if k == "ratio/mean" else 0.0))
+                    for k, v in self.token_sums.items()})
+        out["ratio/min"] = self.ratio_min if self.tokens else 1.0
+        out["ratio/max"] = self.ratio_max if self.tokens else 1.0
+        out["entropy"] = self.entropy_sum / max(self.entropy_tokens, 1)
+        return out
+
+
+def update_policy(
+    policy: nn.Module,
+    batch: UpdateBatch,
+    logprobs: CompletionLogProbs,
+    loss_config: PolicyLossConfig,
+    split: BatchSplit,
+    backward: Callable[[Tensor], None],
+    zero_grad: Callable[[], None],
+    optimizer_step: Callable[[], None],
+) -> dict[str, float]:
+    """Run the update of one rollout batch; returns its metrics (``loss``, ``policy_loss``, ``kl``, clip
+    ratios, ``ratio/*``, ``entropy``).
+
+    ``backward(loss)`` accumulates gradients (Lightning's ``manual_backward``); ``optimizer_step()``
+    clips, steps the optimizer and the scheduler. Rows are visited in order unless a batch is cut into
+    several mini-batches or passed over more than once, when whole groups are shuffled.
+    """
+    ro = batch.rollouts
+    unit = logprobs.unit
+    n_units = ro.input_ids.shape[0] // unit
+    mini = max((split.mini_batch_size or n_units * unit) // unit, 1)
+    micro = min(max(split.micro_batch_size // unit, 1), mini)
+    with_ref = batch.ref_logps is not None and loss_config.beta > 0
+    metrics = _Metrics()
+    for _ in range(split.num_iterations):
+        shuffle = split.num_iterations > 1 or mini < n_units
+        order = torch.randperm(n_units) if shuffle else torch.arange(n_units)
+        for start in range(0, n_units, mini):
+            units = order[start : start + mini]
+            rows_mini = (units.unsqueeze(1) * unit + torch.arange(unit)).flatten()
+            normalizer = loss_normalizer(batch.loss_mask[rows_mini], loss_config)
+            zero_grad()
+            for m in range(0, len(rows_mini), micro * unit):
+                rows = rows_mini[m : m + micro * unit]
+                logps, entropy = logprobs.rows(policy, ro, rows, with_entropy=True)
+                mask = batch.loss_mask[rows]
+                out = policy_loss(
+                    logps, batch.old_logps[rows] if batch.old_logps is not None else logps.detach(),
+                    batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None, loss_config,
+                    normalizer=normalizer,
+                )
+                backward(out.loss)
+                metrics.add(out, int(mask.sum()), entropy, ro.completion_mask[rows])
+            metrics.mini_batches += 1
+            optimizer_step()
+    return metrics.result()

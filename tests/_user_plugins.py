@@ -1,0 +1,44 @@
+"""A user's own reward component and rollout engine, outside the ``rerec`` package: what ``class_path``
+in a config can name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rerec.rl.engines import HFGenerateEngine
+from rerec.rl.reward_components import AnswerBatch, RewardComponent
+from rerec.rl.rollout import GenerationConfig, Rollouts
+
+
+class AnswerLengthPenalty(RewardComponent):
+    """``-per_char`` × the completion's length in characters."""
+
+    name = "answer_length"
+
+    def __init__(self, weight: float = 1.0, per_char: float = 0.001) -> None:
+        super().__init__(weight)
+        self.per_char = per_char
+
+    def __call__(self, batch: AnswerBatch) -> torch.Tensor:
+        return batch.values([-self.per_char * len(t) for t in batch.texts])
+
+
+class CountingEngine(HFGenerateEngine):
+    """HF generation that counts its calls and syncs (a stand-in for an engine with its own weights)."""
+
+    def __init__(self, label: str = "counting") -> None:
+        self.label = label
+        self.generate_calls: list[tuple[int, int, bool]] = []
+        self.syncs = 0
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
+        out = super().generate(prompt_ids, config, num_generations, greedy)
+        self.generate_calls.append((len(prompt_ids), len(out.texts), greedy))
+        return out
+
+    def sync(self, policy: torch.nn.Module) -> None:
+        assert policy is self.policy
+        self.syncs += 1

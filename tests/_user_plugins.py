@@ -42,3 +42,22 @@ class CountingEngine(HFGenerateEngine):
     def sync(self, policy: torch.nn.Module) -> None:
         assert policy is self.policy
         self.syncs += 1
+
+
+class RaggedEngine(CountingEngine):
+    """Cuts row ``i``'s completion to ``1 + 2·(i mod 3)`` tokens (an EOS-like end), so that a batch
+    always holds completions of different lengths, whatever the model generates."""
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
+        out = super().generate(prompt_ids, config, num_generations, greedy)
+        keep = torch.tensor([1 + 2 * (i % 3) for i in range(len(out.texts))], device=out.completion_ids.device)
+        mask = out.completion_mask & (torch.arange(out.completion_ids.shape[1], device=keep.device)[None] < keep[:, None])
+        ids = out.completion_ids.masked_fill(~mask, self.tokenizer.pad_token_id)
+        p = out.prompt_length
+        return Rollouts(
+            input_ids=torch.cat([out.input_ids[:, :p], ids], dim=1),
+            attention_mask=torch.cat([out.attention_mask[:, :p], mask.long()], dim=1),
+            prompt_length=p, completion_ids=ids, completion_mask=mask, truncated=out.truncated,
+            texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
+        )

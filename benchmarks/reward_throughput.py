@@ -1,36 +1,47 @@
-"""Reward-scoring throughput: batched scorer vs the plain-Python per-rollout reference; prints JSON.
+"""Reward throughput: the training reward, batched, vs a plain-Python per-rollout reference; prints JSON.
 
     /work/venv/bin/python benchmarks/reward_throughput.py --json [--rollouts 20000] [--device cpu]
-        [--propagation]
+        [--task candidate|open] [--k 1] [--candidates 20] [--require-candidate] [--propagation]
 
-Movie scale: the 3,883 titles of the real MovieLens catalog (``../shared/data/recbench/movie/movies.dat``;
-generated titles when it is absent), a random knowledge graph over them (genres, directors, actors,
-writers, studios, language, country; Zipf-popular people), 6,040 users with ~1M random Zipf-popular
-interactions, and item embeddings from a LightGCN propagation over that interaction graph (random
-layer-0 weights: training does not change the cost of scoring).
+Movie scale: the 3,883 titles of the real MovieLens catalog (its ``movies.dat`` when the shared data
+folder holds it; generated titles otherwise), a random knowledge graph over them (genres, directors,
+actors, writers, studios, language, country; Zipf-popular people), 6,040 users with ~1M random
+Zipf-popular interactions, and item embeddings from a LightGCN propagation over that interaction graph
+(random layer-0 weights: training does not change the cost of scoring).
 
-Both paths score the same ``--rollouts`` completions (G per prompt, 1–4 truths per prompt) for the
-full reward ``w_fmt·format + w_rec·NDCG@K + w_qas·QAS + w_pas·PAS`` including answer parsing and title
-matching, each with its own fresh :class:`~rerec.data.matching.TitleMatcher` (same LRU cache size):
+Both paths compute the reward training uses — :class:`~rerec.rl.rewards.RecReward` with the components
+``FormatReward(), NDCGReward(), QASReward(), PASReward()`` (format 0.1, NDCG@K 1.0, QAS 0.01, PAS 0.01;
+QAS / PAS are the mean over an answer's first K predictions; candidate matching and
+``require_candidate`` as configured) — on the same ``--rollouts`` completions (G per prompt, 1–4 truths
+per prompt, candidate or open tasks), including answer parsing and title matching, each with its own
+fresh :class:`~rerec.data.matching.TitleMatcher` (same LRU cache size):
 
-- vectorised: parse every answer, match the batch's distinct titles once, then NDCG@K, QAS and PAS for
-  the whole batch with tensor ops (:func:`batched_ndcg_at_k`, :class:`GraphRewardScorer`);
-- naive: :meth:`ReferenceScorer.reward` for one rollout at a time.
+- vectorised: ``RecReward(...)(completions, tasks)`` on the whole batch, the graph scores from one
+  :class:`~rerec.graph.alignment.GraphRewardScorer` call (this is exactly the training call, which also
+  fills the curriculum's NDCG and the RAAE bookkeeping);
+- naive: one rollout at a time, the same reading (:meth:`RecReward.read`: parse, candidate-aware
+  matching, ``require_candidate``), then format, NDCG@K and the mean of
+  :meth:`~rerec.graph.reference.ReferenceScorer.qas` / ``.pas`` over the first K predictions in plain
+  Python (weights and penalties read from the same component objects).
+
+Before anything is timed, both paths score every rollout and the benchmark stops unless every
+component and total agrees within 1e-5 (``equal`` / ``max_abs_error`` in the JSON): it cannot time two
+different rewards.
 
 JSON fields: ``rollouts_per_s`` / ``naive_rollouts_per_s`` / ``speedup`` time the full path with fresh
-(cold) matchers, best of ``--repeats``; ``equal`` says every component of every rollout agrees within
-1e-6. Parsing and fuzzy matching are Python work per distinct title in both paths and dominate the
-full path, so the JSON adds ``warm_matcher_*`` (LRU caches already filled, the steady state of
-training), ``scoring_only_*`` (from matched ids to rewards: NDCG@K + QAS + PAS + total; vectorised
-median of consecutive calls after a warm-up, naive median of the repeats), the vectorised time split,
-``small_batch_ms_median`` (full path on one training-step batch), the graph build time, the scorer's
-buffer memory and the process's peak RSS (dominated by generating the interactions).
+(cold) matchers, best of ``--repeats``. Parsing and fuzzy matching are Python work per title in both
+paths and dominate the full path, so the JSON adds ``warm_matcher_*`` (catalog LRU caches already
+filled, the steady state of training; matching among a prompt's candidates is never cached),
+``scoring_only_*`` (from an already-read batch to total rewards: vectorised median of consecutive calls
+after a warm-up, naive median of the repeats), the vectorised time split (``read_s``: one cold read;
+``score_s``: the scoring-only median), ``small_batch_ms_median`` (full path on one training-step
+batch), the graph build time, the scorer's buffer memory and the process's peak RSS (dominated by
+generating the interactions).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -40,20 +51,23 @@ import resource
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rerec.data.answer import parse_answer
 from rerec.data.matching import TitleMatcher
-from rerec.data.records import Interactions, Triple
+from rerec.data.records import Interactions, Item, Query, QueryType, Triple
+from rerec.data.tasks import RecTask
 from rerec.eval.metrics import ndcg_at_k
 from rerec.graph.alignment import GraphRewardScorer
 from rerec.graph.interactions import split_interactions
 from rerec.graph.item_graph import ItemAttributeGraph
 from rerec.graph.lightgcn_model import build_adjacency, make_lightgcn
-from rerec.graph.reference import FORMAT_BAD, FORMAT_OK, REC_UNPARSABLE, ReferenceScorer, RewardWeights
+from rerec.graph.reference import ReferenceScorer
+from rerec.rl.reward_components import AnswerBatch, FormatReward, NDCGReward, PASReward, QASReward, RewardComponent
+from rerec.rl.rewards import RecReward, RewardConfig
 
 MOVIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "recbench" / "movie" / "movies.dat"
 NUM_ITEMS, NUM_USERS, NUM_INTERACTIONS = 3883, 6040, 1_000_209  # MovieLens-1M
@@ -153,13 +167,25 @@ def typo(title: str, rng: random.Random) -> str:
 
 
 def make_rollouts(
-    titles: dict[int, str], graph: ItemAttributeGraph, num_rollouts: int, group: int, seed: int
-) -> tuple[list[str], list[list[int]]]:
-    """``num_rollouts`` completions (``group`` per prompt) and the truths of each rollout's prompt.
+    titles: dict[int, str],
+    graph: ItemAttributeGraph,
+    num_rollouts: int,
+    group: int,
+    seed: int,
+    task_kind: str = "candidate",
+    num_candidates: int = 20,
+    max_titles: int = 1,
+) -> tuple[list[str], list[RecTask]]:
+    """``num_rollouts`` completions (``group`` per prompt) and the task each one answers.
 
-    Answers: 35% a truth's catalog title, 15% a truth in natural order / lower case, 2% a truth with a
-    typo (fuzzy match), 20% an item sharing an attribute with the truth, 13% a random item, 3% a title in
-    no catalog, 12% unparsable (no box, an empty box, or a ``;`` list where one title is expected).
+    A prompt has 1–4 truths. A candidate task lists its target (the first truth) among
+    ``num_candidates − 1`` random non-truth items; an open task lists nothing and the answer holds 1 to
+    ``max_titles`` titles. 12% of answers are no answer: no box, an empty box, or a hedged ``A; B`` (which,
+    where one title is expected, parses as one title that matches nothing). Each title of the other
+    answers is 35% a truth's catalog title (the target in the candidate task), 15% that title in natural
+    order / lower case, 2% with a typo (fuzzy match), 20% an item sharing an attribute with it (mostly
+    off the candidate list), 13% a random item (a random candidate in the candidate task), 3% a title in
+    no catalog.
     """
     rng = random.Random(seed)
     ids = list(titles)
@@ -167,113 +193,127 @@ def make_rollouts(
     for item in ids:
         for a in graph.attributes_of(item):
             by_attribute.setdefault(a, []).append(item)
-    completions, truths = [], []
-    for _ in range(num_rollouts // group):
+
+    def answer_title(truth: list[int], task: RecTask) -> str:
+        u = 0.88 * rng.random()
+        t = task.target_id if task.candidate_ids else rng.choice(truth)
+        if u < 0.35:
+            return titles[t]
+        if u < 0.50:
+            return natural_order(titles[t])
+        if u < 0.52:
+            return typo(titles[t], rng)
+        if u < 0.72:
+            attrs = sorted(graph.attributes_of(t))
+            return titles[rng.choice(by_attribute[rng.choice(attrs)])] if attrs else titles[rng.choice(ids)]
+        if u < 0.85:
+            return titles[rng.choice(task.candidate_ids or ids)]
+        return f"Qwxz Plorbt {rng.randint(0, 10**6)} (1999)"
+
+    completions, tasks = [], []
+    for n in range(num_rollouts // group):
         truth = rng.sample(ids, rng.choice((1, 1, 1, 2, 2, 3, 4)))
+        query = Query(f"bench/{n}", "movie", QueryType.EXPLICIT, "", truth_item_ids=tuple(truth))
+        task = RecTask(query)
+        if task_kind == "candidate":
+            negatives = [i for i in rng.sample(ids, num_candidates + len(truth)) if i not in truth]
+            listed = negatives[: num_candidates - 1] + [truth[0]]
+            rng.shuffle(listed)
+            task = RecTask(query, tuple(listed), truth[0])
         for _ in range(group):
-            u = rng.random()
-            t = rng.choice(truth)
-            if u < 0.35:
-                answer = titles[t]
-            elif u < 0.50:
-                answer = natural_order(titles[t])
-            elif u < 0.52:
-                answer = typo(titles[t], rng)
-            elif u < 0.72:
-                attrs = sorted(graph.attributes_of(t))
-                answer = titles[rng.choice(by_attribute[rng.choice(attrs)])] if attrs else titles[rng.choice(ids)]
-            elif u < 0.85:
-                answer = titles[rng.choice(ids)]
-            elif u < 0.88:
-                answer = f"Qwxz Plorbt {rng.randint(0, 10**6)} (1999)"
-            else:
-                answer = None
             reasoning = (
                 "The user asks for a film that matches the stated conditions.\n"
                 f"Candidate {rng.randint(1, 20)} shares the director and the genre; the others do not.\n"
             )
-            if answer is None:
-                tail = rng.choice(("I would pick the second one.", "\\boxed{}", f"\\boxed{{{titles[t]}; {titles[ids[0]]}}}"))
+            if rng.random() < 0.12:
+                hedged = f"\\boxed{{{titles[truth[0]]}; {titles[ids[0]]}}}"
+                tail = rng.choice(("I would pick the second one.", "\\boxed{}", hedged))
             else:
-                tail = f"Final answer: \\boxed{{{answer}}}"
+                count = 1 if max_titles == 1 else rng.randint(1, max_titles)
+                tail = f"Final answer: \\boxed{{{'; '.join(answer_title(truth, task) for _ in range(count))}}}"
             completions.append(reasoning + tail)
-            truths.append(truth)
-    return completions, truths
+            tasks.append(task)
+    return completions, tasks
 
 
 # ------------------------------------------------------------------------------------------- paths
-def batched_ndcg_at_k(pred: torch.Tensor, truth: torch.Tensor, k: int) -> torch.Tensor:
-    """NDCG@K of every row, binary relevance, as :func:`rerec.eval.metrics.ndcg_at_k`.
+COMPONENTS = ("format", "ndcg", "qas", "pas")
+TOLERANCE = 1e-5
 
-    ``pred`` (R, P) and ``truth`` (R, M) hold catalog ids right-padded with -1; a repeated prediction
-    counts once; the ideal DCG uses ``min(#distinct truths, K)`` hits; no truth gives 0.
-    """
-    pred = pred[:, :k]
-    width = pred.size(1)
-    hit = ((pred.unsqueeze(2) == truth.unsqueeze(1)) & (truth != -1).unsqueeze(1)).any(dim=2) & (pred != -1)
-    if width > 1:
-        earlier = torch.tril(torch.ones(width, width, dtype=torch.bool, device=pred.device), diagonal=-1)
-        hit &= ~((pred.unsqueeze(2) == pred.unsqueeze(1)) & earlier).any(dim=2)
-    discount = 1.0 / torch.log2(torch.arange(max(k, 1), device=pred.device, dtype=torch.float32) + 2.0)
-    dcg = (hit.to(torch.float32) * discount[:width]).sum(dim=1)
-    ordered = truth.sort(dim=1).values
-    distinct = (ordered != -1) & torch.cat(
-        (torch.ones_like(ordered[:, :1], dtype=torch.bool), ordered[:, 1:] != ordered[:, :-1]), dim=1
-    )
-    n_ideal = distinct.sum(dim=1).clamp(max=k)
-    ideal = torch.cumsum(discount, 0)[(n_ideal - 1).clamp(min=0)]
-    return torch.where(n_ideal > 0, dcg / ideal, torch.zeros_like(dcg))
+
+def training_components(scorer: GraphRewardScorer) -> list[RewardComponent]:
+    """The reward's terms as training configures them by default, set up with the graph scorer."""
+    components = [FormatReward(), NDCGReward(), QASReward(), PASReward()]
+    for component in components:
+        component.setup(None, scorer)
+    return components
 
 
 def vectorised(
-    completions: list[str],
-    truth: torch.Tensor,
-    matcher: TitleMatcher,
-    scorer: GraphRewardScorer,
-    weights: RewardWeights,
-    timings: dict[str, float],
+    reward: RecReward, completions: Sequence[str], tasks: Sequence[RecTask], device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Rewards of a whole batch: Python parse, one match per distinct title, tensor scoring."""
-    start = time.perf_counter()
-    max_titles = 1 if weights.k == 1 else weights.k
-    parsed = [parse_answer(c, max_titles=max_titles) for c in completions]
-    parsed_at = time.perf_counter()
-    distinct = list({t for titles in parsed if titles for t in titles})
-    id_of = {t: (-1 if m.item_id is None else m.item_id) for t, m in zip(distinct, matcher.match_many(distinct))}
-    width = max(1, max((len(t) for t in parsed if t), default=1))
-    pred = torch.tensor([[id_of[x] for x in t] + [-1] * (width - len(t)) if t else [-1] * width for t in parsed])
-    ok = torch.tensor([t is not None for t in parsed])
-    matched_at = time.perf_counter()
-    out = score_ids(pred.to(truth.device), ok.to(truth.device), truth, scorer, weights)
-    if truth.device.type == "cuda":
+    """The training call on the whole batch: every component's raw value and the total."""
+    out = reward(completions, tasks, device)
+    if device.type == "cuda":
         torch.cuda.synchronize()
-    done = time.perf_counter()
-    for name, value in (("parse_s", parsed_at - start), ("match_s", matched_at - parsed_at), ("score_s", done - matched_at)):
-        timings[name] = timings.get(name, 0.0) + value
-    return out
+    return {**out.components, "total": out.total}
 
 
-def score_ids(
-    pred: torch.Tensor, ok: torch.Tensor, truth: torch.Tensor, scorer: GraphRewardScorer, weights: RewardWeights
-) -> dict[str, torch.Tensor]:
-    """Tensor part of the reward: from matched ids (R, P), parse flags (R,) and truths (R, M)."""
-    fmt = torch.where(ok, FORMAT_OK, FORMAT_BAD)
-    rec = torch.where(ok, batched_ndcg_at_k(pred, truth, weights.k), REC_UNPARSABLE)
-    graph = scorer(torch.where(ok, pred[:, 0], -1), truth)
-    total = weights.w_fmt * fmt + weights.w_rec * rec + weights.w_qas * graph["qas"] + weights.w_pas * graph["pas"]
-    return {"format": fmt, "rec": rec, "qas": graph["qas"], "pas": graph["pas"], "total": total}
+def score_read(components: Sequence[RewardComponent], batch: AnswerBatch) -> torch.Tensor:
+    """Total reward of an already-read batch (scoring only), graph scores recomputed."""
+    batch.cache.clear()
+    total = torch.zeros(len(batch), device=batch.device)
+    for component in components:
+        total = total + component.weight * component(batch)
+    if total.device.type == "cuda":
+        torch.cuda.synchronize()
+    return total
 
 
-def naive_ids(pred: list[list[int]], ok: list[bool], truths: list[list[int]], ref: ReferenceScorer, w: RewardWeights) -> list[float]:
-    """Per-rollout reference of :func:`score_ids` (scoring only)."""
-    totals = []
-    for p, good, t in zip(pred, ok, truths):
-        if not good:
-            totals.append(w.w_fmt * FORMAT_BAD + w.w_rec * REC_UNPARSABLE)
-            continue
-        rec = ndcg_at_k(p, set(t), w.k)
-        totals.append(w.w_fmt * FORMAT_OK + w.w_rec * rec + w.w_qas * ref.qas(p[0], t) + w.w_pas * ref.pas(p[0], t))
-    return totals
+class NaiveReward:
+    """The same reward one rollout at a time: :meth:`RecReward.read` of that rollout, then the components
+    in plain Python, QAS / PAS from :class:`ReferenceScorer` averaged over the first K predictions."""
+
+    def __init__(self, reward: RecReward, reference: ReferenceScorer) -> None:
+        self.reward, self.reference = reward, reference
+        self.by_name = {c.name: c for c in reward.components}
+        if set(self.by_name) != set(COMPONENTS):
+            raise ValueError(f"the naive path knows the components {COMPONENTS}, got {sorted(self.by_name)}")
+
+    def score(self, ids: list[int], ok: bool, task: RecTask) -> dict[str, float]:
+        """Raw components and total of one read rollout (``ok``: the answer counts as an answer)."""
+        fmt, ndcg, k = self.by_name["format"], self.by_name["ndcg"], self.reward.config.k
+        first = ids[:k] if ok else []
+        truths = task.truth_ids
+        values = {
+            "format": fmt.format_reward if ok else fmt.unparsable_penalty,
+            "ndcg": ndcg_at_k(ids, set(task.answer_ids), k) if ok else ndcg.unparsable_penalty,
+            "qas": sum(self.reference.qas(p, truths) for p in first) / len(first) if first else 0.0,
+            "pas": sum(self.reference.pas(p, truths) for p in first) / len(first) if first else 0.0,
+        }
+        values["total"] = sum(self.by_name[name].weight * values[name] for name in COMPONENTS)
+        return values
+
+    def __call__(self, completions: Sequence[str], tasks: Sequence[RecTask]) -> list[dict[str, float]]:
+        rows = []
+        for text, task in zip(completions, tasks, strict=True):
+            batch = self.reward.read([text], [task])
+            rows.append(self.score(batch.predicted_ids[0], batch.scorable[0], task))
+        return rows
+
+
+def max_abs_error(fast: dict[str, torch.Tensor], slow: list[dict[str, float]], names: Sequence[str]) -> float:
+    """Largest difference between the two paths over the given components, every rollout."""
+    return max(
+        float((fast[name].double().cpu() - torch.tensor([r[name] for r in slow], dtype=torch.float64)).abs().max())
+        for name in names
+    )
+
+
+def require_equal(what: str, error: float) -> None:
+    """Stop before timing when the two paths do not compute the same reward."""
+    if not error <= TOLERANCE:
+        raise SystemExit(f"{what}: batched and per-rollout rewards differ by {error:.3g} (> {TOLERANCE}); not timed")
 
 
 def peak_rss_mb() -> float:
@@ -287,7 +327,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--rollouts", type=int, default=20_000)
     parser.add_argument("--group", type=int, default=5, help="rollouts per prompt (G)")
-    parser.add_argument("--k", type=int, default=1, help="NDCG cut-off K (1: candidate task)")
+    parser.add_argument("--task", choices=("candidate", "open"), default="candidate",
+                        help="candidate: one title among the listed candidates; open: up to K titles")
+    parser.add_argument("--candidates", type=int, default=20, help="candidates per prompt (candidate task)")
+    parser.add_argument("--k", type=int, default=1, help="cut-off K of NDCG@K and of the graph scores")
+    parser.add_argument("--require-candidate", action="store_true",
+                        help="reward.require_candidate: an off-list answer counts as no answer")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -296,9 +341,12 @@ def main() -> None:
     parser.add_argument("--propagation", action="store_true",
                         help="also time one LightGCN forward+backward per adjacency kind on the 1M-edge graph")
     args = parser.parse_args()
+    if args.rollouts < args.group:
+        parser.error("--rollouts must be at least --group")
+    if args.task == "candidate" and args.candidates < 2:
+        parser.error("--candidates must be at least 2")
     torch.set_num_threads(args.threads)
     rng, np_rng = random.Random(args.seed), np.random.default_rng(args.seed)
-    weights = RewardWeights(k=args.k)
     device = torch.device(args.device)
 
     titles = catalog_titles(rng)
@@ -310,68 +358,69 @@ def main() -> None:
     graph_build_s = time.perf_counter() - start
     reference = ReferenceScorer.from_graph(graph, embeddings)
 
-    completions, truths = make_rollouts(titles, graph, args.rollouts, args.group, args.seed)
-    width = max(len(t) for t in truths)
-    truth = torch.tensor([t + [-1] * (width - len(t)) for t in truths], device=device)
-    vectorised(completions[:64], truth[:64], TitleMatcher(titles), scorer, weights, {})  # warm-up
+    items = {i: Item(i, title) for i, title in titles.items()}
+    config = RewardConfig(k=args.k, require_candidate=args.require_candidate)
+    max_titles = 1 if args.task == "candidate" else args.k
+    components = training_components(scorer)
+
+    def fresh() -> RecReward:
+        """The training reward with its own cold catalog matcher."""
+        return RecReward(config, items, TitleMatcher(titles), components, max_titles)
+
+    completions, tasks = make_rollouts(
+        titles, graph, args.rollouts, args.group, args.seed, args.task, args.candidates, max_titles
+    )
+
+    # Both paths on every rollout, untimed (also the warm-up): they must compute the same reward.
+    fast = vectorised(fresh(), completions, tasks, device)
+    max_error = max_abs_error(fast, NaiveReward(fresh(), reference)(completions, tasks), (*COMPONENTS, "total"))
+    require_equal("full path", max_error)
 
     # Full path, cold matchers: every repeat gets fresh TitleMatchers (empty LRU caches); best of N.
     fast_s = naive_s = float("inf")
-    timings: dict[str, float] = {}
     for _ in range(args.repeats):
-        matcher, naive_matcher = TitleMatcher(titles), TitleMatcher(titles)
-        split: dict[str, float] = {}
+        reward, naive = fresh(), NaiveReward(fresh(), reference)
         start = time.perf_counter()
-        fast = vectorised(completions, truth, matcher, scorer, weights, split)
-        elapsed = time.perf_counter() - start
-        if elapsed < fast_s:
-            fast_s, timings = elapsed, split
+        vectorised(reward, completions, tasks, device)
+        fast_s = min(fast_s, time.perf_counter() - start)
         start = time.perf_counter()
-        slow = [reference.reward(c, t, naive_matcher, weights) for c, t in zip(completions, truths)]
+        naive(completions, tasks)
         naive_s = min(naive_s, time.perf_counter() - start)
-    max_error = max(
-        float((fast[name].double().cpu() - torch.tensor([r[name] for r in slow], dtype=torch.float64)).abs().max())
-        for name in ("format", "rec", "qas", "pas", "total")
-    )
 
     # Full path, warm matchers (steady state of training: the LRU cache already holds these titles).
     start = time.perf_counter()
-    vectorised(completions, truth, matcher, scorer, weights, {})
+    vectorised(reward, completions, tasks, device)
     warm_fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    for c, t in zip(completions, truths):
-        reference.reward(c, t, naive_matcher, weights)
+    naive(completions, tasks)
     warm_naive_s = time.perf_counter() - start
 
-    # Scoring only: from matched ids to rewards (parsing and matching excluded from both).
-    max_titles = 1 if args.k == 1 else args.k
-    parsed = [parse_answer(c, max_titles=max_titles) for c in completions]
-    ids = [[-1 if m.item_id is None else m.item_id for m in matcher.match_many(p)] if p else [-1] for p in parsed]
-    p_width = max(len(i) for i in ids)
-    pred = torch.tensor([i + [-1] * (p_width - len(i)) for i in ids], device=device)
-    ok = torch.tensor([p is not None for p in parsed], device=device)
-    # Steady state (consecutive calls after a warm-up), median of the repeats, for both paths.
-    score_ids(pred, ok, truth, scorer, weights)
+    # Scoring only: from an already-read batch (parsed, matched) to total rewards.
+    start = time.perf_counter()
+    batch = fresh().read(completions, tasks, device)
+    read_s = time.perf_counter() - start
+    rows = list(zip(batch.predicted_ids, batch.scorable, tasks))
+    fast_totals = score_read(components, batch)  # warm-up
+    slow_totals = [naive.score(ids, ok, task) for ids, ok, task in rows]
+    scoring_error = max_abs_error({"total": fast_totals}, slow_totals, ("total",))
+    require_equal("scoring only", scoring_error)
     fast_runs, naive_runs = [], []
-    for _ in range(2 * args.repeats + 1):
+    for _ in range(2 * args.repeats + 1):  # steady state: consecutive calls after the warm-up
         start = time.perf_counter()
-        fast_totals = score_ids(pred, ok, truth, scorer, weights)["total"]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        score_read(components, batch)
         fast_runs.append(time.perf_counter() - start)
     for _ in range(args.repeats):
         start = time.perf_counter()
-        slow_totals = naive_ids(ids, [p is not None for p in parsed], truths, reference, weights)
+        [naive.score(ids, ok, task) for ids, ok, task in rows]
         naive_runs.append(time.perf_counter() - start)
     fast_score_s, naive_score_s = float(np.median(fast_runs)), float(np.median(naive_runs))
-    scoring_error = float((fast_totals.double().cpu() - torch.tensor(slow_totals, dtype=torch.float64)).abs().max())
 
     # Latency of one small training-step batch (B·G rollouts), full path, median of 30 calls.
     small = []
     for rep in range(30):
         lo = (rep * args.small_batch) % max(1, args.rollouts - args.small_batch)
         start = time.perf_counter()
-        vectorised(completions[lo : lo + args.small_batch], truth[lo : lo + args.small_batch], matcher, scorer, weights, {})
+        vectorised(reward, completions[lo : lo + args.small_batch], tasks[lo : lo + args.small_batch], device)
         small.append(time.perf_counter() - start)
 
     result = {
@@ -380,16 +429,16 @@ def main() -> None:
         "rollouts_per_s": round(len(completions) / fast_s, 1),
         "naive_rollouts_per_s": round(len(completions) / naive_s, 1),
         "speedup": round(naive_s / fast_s, 2),
-        "equal": max_error <= 1e-6,
+        "equal": max_error <= TOLERANCE,
         "max_abs_error": max_error,
-        "vectorised_split_s": {k: round(v, 4) for k, v in timings.items()},
+        "vectorised_split_s": {"read_s": round(read_s, 4), "score_s": round(fast_score_s, 4)},
         "warm_matcher_rollouts_per_s": round(len(completions) / warm_fast_s, 1),
         "warm_matcher_naive_rollouts_per_s": round(len(completions) / warm_naive_s, 1),
         "warm_matcher_speedup": round(warm_naive_s / warm_fast_s, 2),
         "scoring_only_rollouts_per_s": round(len(completions) / fast_score_s, 1),
         "naive_scoring_only_rollouts_per_s": round(len(completions) / naive_score_s, 1),
         "scoring_only_speedup": round(naive_score_s / fast_score_s, 2),
-        "scoring_only_equal": scoring_error <= 1e-6,
+        "scoring_only_equal": scoring_error <= TOLERANCE,
         "small_batch_rollouts": args.small_batch,
         "small_batch_ms_median": round(1000 * sorted(small)[len(small) // 2], 3),
         "graph_build_s": round(graph_build_s, 3),
@@ -400,8 +449,11 @@ def main() -> None:
             "users": NUM_USERS,
             **interaction_info,
         },
-        "unparsable_share": round(1 - float(ok.float().mean()), 4),
-        "weights": dataclasses.asdict(weights),
+        "unparsable_share": round(sum(p is None for p in batch.parsed) / len(batch), 4),
+        "unscorable_share": round(1 - sum(batch.scorable) / len(batch), 4),
+        "task": {"kind": args.task, "candidates": args.candidates if args.task == "candidate" else 0,
+                 "max_titles": max_titles, "require_candidate": args.require_candidate},
+        "weights": {**{c.name: c.weight for c in components}, "k": args.k},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "scorer_buffers_mb": round(sum(b.numel() * b.element_size() for b in scorer.buffers()) / 2**20, 1),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,

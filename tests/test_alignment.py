@@ -1,4 +1,5 @@
-"""QAS / PAS against hand-computed values, the reference total, and batched == per-rollout reference."""
+"""QAS / PAS against hand-computed values, batched scorer == plain-Python oracle (``ReferenceScorer``), and
+the training reward (``RecReward`` with the default components on this graph) against hand-computed totals."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pytest
 import torch
 
 from rerec.data.matching import TitleMatcher
-from rerec.data.records import Triple
+from rerec.data.records import Item, Query, QueryType, Triple
+from rerec.data.tasks import RecTask
 from rerec.graph.alignment import CatalogIndex, GraphRewardScorer, load_item_embeddings
 from rerec.graph.item_graph import ItemAttributeGraph
-from rerec.graph.reference import ReferenceScorer, RewardWeights
+from rerec.graph.reference import ReferenceScorer
+from rerec.rl.reward_components import FormatReward, NDCGReward, PASReward, QASReward
+from rerec.rl.rewards import RecReward, RewardConfig
 
 # 1: War, Tom Hanks, Spielberg | 2: War, Tom Hanks, Drama | 3: Drama, Tom Hanks | 4: Comedy | 5: nothing
 TRIPLES = [
@@ -234,21 +238,79 @@ def test_batched_equals_reference_on_random_batches(weighting: str, dense: bool)
         assert sum(len(t) > 1 and q > 0 for q, t in zip(want_qas, truths)) > 5
 
 
-def test_reference_total_reward_hand_computed() -> None:
-    graph = ItemAttributeGraph.from_triples(TRIPLES, CATALOG)
-    reference = ReferenceScorer.from_graph(graph, EMBEDDINGS)
-    matcher = TitleMatcher({1: "Saving Private Ryan (1998)", 2: "Forrest Gump (1994)", 3: "Big (1988)",
-                            4: "Airplane! (1980)", 5: "Heat (1995)"})
-    w = RewardWeights()  # 0.1, 1.0, 0.01, 0.01, K=1
-    hit = reference.reward("so \\boxed{Saving Private Ryan (1998)}", [1], matcher, w)
-    assert hit == pytest.approx({"format": 0.5, "rec": 1.0, "qas": 1.0, "pas": 1.0, "total": 0.05 + 1 + 0.01 + 0.01})
-    near = reference.reward("\\boxed{forrest gump}", [1], matcher, w)  # normalised match of item 2
+def test_reference_oracle_hand_computed_and_equal_to_batched() -> None:
+    reference = ReferenceScorer.from_graph(ItemAttributeGraph.from_triples(TRIPLES, CATALOG), EMBEDDINGS)
+    pairs = [(3, [1]), (2, [1]), (1, [3]), (3, [1, 2]), (4, [1]), (2, [5, 1]), (99, [1]), (1, [1, 4])]
+    want_qas = [1 / 3, 2 / 3, 1 / 2, 1 / 2, 0.0, 0.0, 0.0, 0.0]
+    want_pas = [0.0, 1.0, 0.0, 0.0, 1 / math.sqrt(2), 1.0, 0.0, 1.0]
+    assert [reference.qas(p, t) for p, t in pairs] == pytest.approx(want_qas)
+    assert [reference.pas(p, t) for p, t in pairs] == pytest.approx(want_pas)
+    batched = _score(_scorer(), pairs)
+    assert batched["qas"] == pytest.approx(want_qas, abs=1e-6) and batched["pas"] == pytest.approx(want_pas, abs=1e-6)
+
+
+TITLES = {1: "Saving Private Ryan (1998)", 2: "Forrest Gump (1994)", 3: "Big (1988)", 4: "Airplane! (1980)",
+          5: "Heat (1995)"}
+
+
+def _training_reward(k: int = 1, max_titles: int = 1, require_candidate: bool = False,
+                     weights: tuple[float, float, float, float] = (0.1, 1.0, 0.01, 0.01)) -> RecReward:
+    """The reward training uses: format, NDCG@K, QAS, PAS (default weights) on the batched graph scorer."""
+    w_fmt, w_ndcg, w_qas, w_pas = weights
+    components = [FormatReward(w_fmt), NDCGReward(w_ndcg), QASReward(w_qas), PASReward(w_pas)]
+    scorer = _scorer()
+    for component in components:
+        component.setup(None, scorer)
+    items = {i: Item(i, t) for i, t in TITLES.items()}
+    return RecReward(RewardConfig(k=k, require_candidate=require_candidate), items, TitleMatcher(TITLES),
+                     components, max_titles)
+
+
+def _task(truth: tuple[int, ...], candidates: tuple[int, ...] = ()) -> RecTask:
+    """An open task, or with ``candidates`` a candidate task whose target is the first truth."""
+    query = Query(query_id="q", domain="movie", query_type=QueryType.EXPLICIT, text="q", truth_item_ids=truth)
+    return RecTask(query, candidates, truth[0] if candidates else -1)
+
+
+def _scored(reward: RecReward, texts: list[str], tasks: list[RecTask]) -> list[dict[str, float]]:
+    out = reward(texts, tasks)
+    return [{**{n: float(v[i]) for n, v in out.components.items()}, "total": float(out.total[i])}
+            for i in range(len(texts))]
+
+
+def test_training_reward_hand_computed() -> None:
+    texts = ["so \\boxed{Saving Private Ryan (1998)}", "\\boxed{forrest gump}", "no box here",
+             "\\boxed{Some Unknown Film}"]
+    hit, near, bad, unmatched = _scored(_training_reward(), texts, [_task((1,))] * 4)
+    assert hit == pytest.approx({"format": 0.5, "ndcg": 1.0, "qas": 1.0, "pas": 1.0, "total": 0.05 + 1 + 0.01 + 0.01})
+    # normalised match of item 2: A(1) ∩ A(2) = {War, Hanks} of A(1)'s three; cos(2, 1) = 1
     assert near["total"] == pytest.approx(0.1 * 0.5 + 0.0 + 0.01 * 2 / 3 + 0.01 * 1.0)
-    bad = reference.reward("no box here", [1], matcher, w)
-    assert bad == pytest.approx({"format": -0.5, "rec": -0.5, "qas": 0.0, "pas": 0.0, "total": -0.55})
-    unmatched = reference.reward("\\boxed{Some Unknown Film}", [1], matcher, w)
+    assert bad == pytest.approx({"format": -0.5, "ndcg": -0.5, "qas": 0.0, "pas": 0.0, "total": -0.55})
     assert unmatched["total"] == pytest.approx(0.05)
-    custom = RewardWeights(w_fmt=1.0, w_rec=2.0, w_qas=3.0, w_pas=4.0)
-    assert reference.reward("\\boxed{Big (1988)}", [1], matcher, custom)["total"] == pytest.approx(
-        1.0 * 0.5 + 2.0 * 0.0 + 3.0 * (1 / 3) + 4.0 * 0.0
-    )
+    (custom,) = _scored(_training_reward(weights=(1.0, 2.0, 3.0, 4.0)), ["\\boxed{Big (1988)}"], [_task((1,))])
+    assert custom["total"] == pytest.approx(1.0 * 0.5 + 2.0 * 0.0 + 3.0 * (1 / 3) + 4.0 * 0.0)
+
+
+def test_training_reward_averages_graph_scores_over_first_k() -> None:
+    reward = _training_reward(k=2, max_titles=2)
+    texts = ["\\boxed{Forrest Gump (1994); Saving Private Ryan (1998); Heat (1995)}",  # third title beyond K
+             "\\boxed{Big (1988); Nowhere Film}"]  # an unmatched title scores 0 and still counts
+    listed, half = _scored(reward, texts, [_task((1,))] * 2)
+    # NDCG@2: the truth at rank 2 → (1/log2 3) / 1; QAS mean(2/3, 1); PAS mean(1, 1)
+    assert listed == pytest.approx({"format": 0.5, "ndcg": 1 / math.log2(3), "qas": 5 / 6, "pas": 1.0,
+                                    "total": 0.05 + 1 / math.log2(3) + 0.01 * 5 / 6 + 0.01})
+    # QAS mean(1/3, 0); PAS mean(cos(3, 1) = 0, 0)
+    assert half == pytest.approx({"format": 0.5, "ndcg": 0.0, "qas": 1 / 6, "pas": 0.0, "total": 0.05 + 0.01 / 6})
+
+
+def test_training_reward_candidate_rules() -> None:
+    task = _task((1,), candidates=(3, 1, 2))  # target 1
+    texts = ["\\boxed{Airplane! (1980)}",  # off the list: item 4, cos(4, 1) = 1/sqrt2, no shared attribute
+             "\\boxed{Big}"]  # a listed title without its year: candidate 3
+    off, listed = _scored(_training_reward(), texts, [task] * 2)
+    assert off == pytest.approx({"format": 0.5, "ndcg": 0.0, "qas": 0.0, "pas": 1 / math.sqrt(2),
+                                 "total": 0.05 + 0.01 / math.sqrt(2)}, abs=1e-6)
+    assert listed["total"] == pytest.approx(0.05 + 0.01 / 3)
+    strict_off, strict_listed = _scored(_training_reward(require_candidate=True), texts, [task] * 2)
+    assert strict_off == pytest.approx({"format": -0.5, "ndcg": -0.5, "qas": 0.0, "pas": 0.0, "total": -0.55})
+    assert strict_listed == pytest.approx(listed)

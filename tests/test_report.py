@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rerec.data.matching import TitleMatcher
-from rerec.data.records import Query, QueryType
 from rerec.eval.report import (
     EvalRecord,
     aggregate,
-    make_record,
     markdown_table,
     sampled_summary,
     write_predictions_jsonl,
@@ -146,13 +143,3 @@ def test_write_predictions_jsonl(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no temp file left
 
 
-def test_make_record_parses_and_matches() -> None:
-    matcher = TitleMatcher({1968: "Breakfast Club, The (1985)", 356: "Forrest Gump (1994)"})
-    query = Query("movie/explicit/1", "movie", QueryType.EXPLICIT, "q", conditions=(("Genre", "Drama"),),
-                  truth_item_ids=(1968,))
-    record = make_record(query, r"I think \boxed{The Breakfast Club (1985); Nothing Here}", matcher, max_titles=None)
-    assert record.parsed_titles == ["The Breakfast Club (1985)", "Nothing Here"]
-    assert record.matched_item_ids == [1968, -1] and record.match_kinds == ["normalized", "none"]
-    assert record.truth_item_ids == [1968] and record.conditions == [("Genre", "Drama")]
-    unparsable = make_record(query, "no answer", matcher, max_titles=1)
-    assert unparsable.parsed_titles is None and unparsable.matched_item_ids == []

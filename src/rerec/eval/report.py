@@ -1,7 +1,7 @@
 """Per-query evaluation records, their per-type aggregate, and the files written in the run folder.
 
-``validate``/``test`` turn each completion into an :class:`EvalRecord` (:func:`make_record` parses the
-answer and matches the titles), :func:`aggregate` averages the metrics per query type and overall,
+``validate``/``test`` turn each completion into an :class:`EvalRecord` (read by the reward's one
+parse-and-match path, :meth:`rerec.rl.rewards.RecReward.read`), :func:`aggregate` averages the metrics per query type and overall,
 :func:`write_report` writes them as ``<name>.json`` and a ``<name>.md`` table, and ``predict`` writes
 the records as JSONL with :func:`write_predictions_jsonl`. Every file is written atomically (temporary
 file in the same folder, then ``os.replace``), so a crash never leaves half a report.
@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rerec.atomic import atomic_write_text
-from rerec.data.answer import parse_answer
-from rerec.data.matching import TitleMatcher
-from rerec.data.records import Query, QueryType
+from rerec.data.records import QueryType
 from rerec.eval.metrics import (
     condition_satisfaction,
     ftr,
@@ -58,31 +56,6 @@ class EvalRecord:
     truth_item_ids: list[int]
     conditions: list[tuple[str, str]] = field(default_factory=list)
     candidate_item_ids: list[int] = field(default_factory=list)
-
-
-def make_record(
-    query: Query, completion: str, matcher: TitleMatcher, max_titles: int | None = None
-) -> EvalRecord:
-    """Parse ``completion`` (:func:`~rerec.data.answer.parse_answer`), match its titles, build the record.
-
-    Args:
-        query: The evaluated query (id, type, truth, conditions).
-        completion: The model's text.
-        matcher: Catalog title matcher.
-        max_titles: 1 for the candidate task, K (or ``None``: no limit) for the open task.
-    """
-    titles = parse_answer(completion, max_titles=max_titles)
-    matches = matcher.match_many(titles) if titles is not None else []
-    return EvalRecord(
-        query_id=query.query_id,
-        query_type=query.query_type.value,
-        completion=completion,
-        parsed_titles=titles,
-        matched_item_ids=[m.item_id if m.item_id is not None else -1 for m in matches],
-        match_kinds=[m.kind for m in matches],
-        truth_item_ids=list(query.truth_item_ids),
-        conditions=[tuple(c) for c in query.conditions],  # type: ignore[misc]
-    )
 
 
 def metric_names(k: int) -> list[str]:

@@ -57,11 +57,6 @@ class HFGenerateEngine(RolloutEngine):
     prompt's prefill shared by its G samples. Generates from the live weights, so :meth:`sync` has
     nothing to do."""
 
-    def generate(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        config: GenerationConfig,
-        num_generations: int | None = None,
-        greedy: bool = False,
-    ) -> Rollouts:
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
         return generate(self.policy, self.tokenizer, prompt_ids, config, num_generations, greedy)

@@ -175,7 +175,14 @@ def graph_scores(batch: AnswerBatch, scorer: torch.nn.Module) -> dict[str, Tenso
 
 
 class _GraphComponent(RewardComponent):
-    """A score of the shared :class:`~rerec.graph.alignment.GraphRewardScorer`."""
+    """A score of the shared :class:`~rerec.graph.alignment.GraphRewardScorer` (``graph_scores`` names it).
+
+    Args:
+        weight: Weight in the total (the released reference code uses 0.01 for both graph scores).
+    """
+
+    def __init__(self, weight: float = 0.01) -> None:
+        super().__init__(weight)
 
     def setup(self, data: Any, graph: torch.nn.Module | None) -> None:
         if graph is None:
@@ -188,32 +195,18 @@ class _GraphComponent(RewardComponent):
 
 class QASReward(_GraphComponent):
     """Query Alignment Score on the item–attribute graph: the share of the ground truth's attributes the
-    recommended item also has (mean over the first K predictions).
-
-    Args:
-        weight: Weight in the total.
-    """
+    recommended item also has (mean over the first K predictions)."""
 
     name = "qas"
     graph_scores = frozenset({"qas"})
 
-    def __init__(self, weight: float = 0.01) -> None:
-        super().__init__(weight)
-
 
 class PASReward(_GraphComponent):
     """Preference Alignment Score: cosine similarity of the recommended and ground-truth items in the
-    LightGCN embedding space (max over several truths; mean over the first K predictions).
-
-    Args:
-        weight: Weight in the total.
-    """
+    LightGCN embedding space (max over several truths; mean over the first K predictions)."""
 
     name = "pas"
     graph_scores = frozenset({"pas"})
-
-    def __init__(self, weight: float = 0.01) -> None:
-        super().__init__(weight)
 
 
 def default_reward_components() -> list[RewardComponent]:

@@ -8,7 +8,7 @@ a shuffled order (``rerec.rl.warm_start.recall_batch``: only a content-based loo
 values) and prints one JSON object: the machine, the settings, the loss every 50 steps, the first logged
 step whose loss is below 1.0 (``formed_at``; ``null`` if it never is) and seconds per step. Chance is
 ln(vocabulary); an induction head drives the loss towards 0 after a plateau near chance. This is the
-measurement behind ``warm_start.copy_lr`` (the lookup forms at 1e-3, not at 3e-3) and ``copy_steps``.
+measurement behind ``warm_start.copy_lr`` and ``copy_steps`` (results: docs/tiny-world.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Title-matching throughput on the real MovieLens catalog; prints one JSON object.
 
-    /work/venv/bin/python benchmarks/title_matching.py [--movies ../shared/data/recbench/movie/movies.dat]
+    python benchmarks/title_matching.py --movies data/recbench/movie/movies.dat
+
+``--movies`` is the ``movies.dat`` of a RecBench+ release (MovieLens-1M's catalog; see the README for
+where it goes).
 
 Mixes (single thread, best of ``--repeats`` runs, LRU cache off unless said):
 

@@ -1,13 +1,15 @@
-"""Online curriculum (DESIGN §1.3): difficulty from the policy's own rollouts, an epoch scheduler, a
+"""Online curriculum: difficulty from the policy's own rollouts, an epoch scheduler, a
 resumable rank-sharded sampler.
 
 How it works
 ------------
-* The policy calls :meth:`CurriculumController.report` once per training batch with, per query, the mean
-  NDCG@K of its G rollouts and the group's reward std. ``difficulty = 1 − mean NDCG@K`` from the latest
-  time a query was trained on; a never-seen query counts as 1.0. Under DDP ``report`` gathers the batch
-  statistics of every rank (``all_gather_object``), so all ranks hold identical state at every step and
-  a checkpoint written by rank 0 holds every rank's statistics.
+* :meth:`CurriculumController.report` is called once per training batch (by
+  :class:`~rerec.data.curriculum_callback.CurriculumCallback`, with the statistics the policy's training
+  step returns) with, per query, the mean NDCG@K of its G rollouts and the group's reward std.
+  ``difficulty = 1 − mean NDCG@K`` from the latest time a query was trained on; a never-seen query
+  counts as 1.0. Under DDP ``report`` gathers the batch statistics of every rank
+  (``all_gather_object``), so all ranks hold identical state at every step and a checkpoint written by
+  rank 0 holds every rank's statistics.
 * ``report`` is also the position counter: the position inside the epoch advances only by batches that
   the training step really consumed, never by what the DataLoader prefetched.
 * At an epoch boundary the next epoch's order is built: online mode drops queries with difficulty
@@ -62,7 +64,7 @@ _NDCG_SLACK = 1e-6  # float error tolerated on NDCG values outside [0, 1] before
 
 @dataclass
 class CurriculumConfig:
-    """Online curriculum of the training queries (DESIGN §1.3).
+    """Online curriculum of the training queries.
 
     Args:
         mode: ``online`` drops mastered queries and orders the rest by difficulty at every epoch

@@ -156,7 +156,7 @@ def read_ratings(path: PathLike) -> Interactions:
     """Read ``UserID::ItemID::Rating::Timestamp`` lines into :class:`Interactions` (file order).
 
     Ids and timestamps are int64, ratings float32 (``4`` and ``4.5`` both read). The whole file is
-    parsed by numpy in one call (1M MovieLens lines in well under a second). When that fast path sees anything
+    parsed by numpy in one call (timing: docs/performance.md). When that fast path sees anything
     irregular, the file is re-read line by line so that the error names the line and the field.
     """
     path = Path(path)
@@ -199,7 +199,8 @@ def _ratings_fast(data: bytes) -> np.ndarray | None:
     if seps_per_line.size != n_lines or not np.all(seps_per_line == 3):
         return None
     text = body.replace(b"::", b" ").replace(b"\n", b" ")
-    # Integer text parses ~4x faster as int64; ratings like "4.5" need the float parse.
+    # Integer text parses several times faster as int64 (docs/performance.md); ratings like "4.5" need
+    # the float parse.
     dtype = np.float64 if any(c in body for c in (b".", b"e", b"E", b"n", b"N")) else np.int64
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # older numpy warns (instead of failing) on unparsable text

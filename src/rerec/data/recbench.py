@@ -1,4 +1,4 @@
-"""Readers of a RecBench+ release (``../shared/data/recbench/SCHEMA.md``) into typed records.
+"""Readers of a RecBench+ release (files and fields: ``docs/recbench.md``) into typed records.
 
 One domain folder ``<root>/<domain>/`` holds a MovieLens-format catalog, optional ``users.dat`` and
 ``ratings.dat``, up to five query files and an optional ``kg_triples.tsv``; :func:`load_release` reads

@@ -1,8 +1,8 @@
 """The embedded synthetic world: a seeded catalog, knowledge graph, users and RecBench+-shaped queries.
 
 It exists so that the whole pipeline runs and visibly learns on a laptop CPU with no download. The world is
-written to disk in the RecBench+ layout and schema (``../shared/data/recbench/SCHEMA.md``) and read back by
-the same readers as the real release, so every code path is the real one:
+written to disk in the RecBench+ layout and schema (``docs/recbench.md``) and read back by the same
+readers as the real release, so every code path is the real one:
 
 ``<root>/movie/movies.dat``, ``users.dat``, ``ratings.dat``, ``ExplicitQuery.json``, ``ImplicitQuery.json``,
 ``MisinformedQuery.json``, ``InterestBasedQuery.json``, ``UserBasedQuery.json`` and ``kg_triples.tsv``
@@ -62,11 +62,11 @@ STUDIOS = (
     "Granite Films", "Silverline", "Harbor Light", "Cobalt Pictures", "Pinecrest Studios",
 )
 ARTICLES = ("The", "A")
-# MovieLens-1M demographic codes (SCHEMA.md).
+# MovieLens-1M demographic codes of users.dat (docs/recbench.md).
 AGE_CODES = (1, 18, 25, 35, 45, 50, 56)
 AGE_BANDS = {1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 
-# Relation names follow the RecBench+ movie knowledge graph (movie-kg-schema.json).
+# Relation names follow the RecBench+ movie knowledge graph (the names its query conditions use).
 RELATIONS = ("Genre", "Directed_by", "Starring", "Written_by", "Produced_by")
 _IMPLICIT_TEMPLATES = {
     "Directed_by": "directed by the same person as {ref}",

@@ -1,4 +1,4 @@
-"""Batched dual-graph reward shaping: Query Alignment Score and Preference Alignment Score (DESIGN §1.1).
+"""Batched dual-graph reward shaping: Query Alignment Score and Preference Alignment Score.
 
 One :class:`GraphRewardScorer` (a ``torch.nn.Module``) holds both graphs as buffers, moves with the
 policy (``.to(device)``) and scores a whole rollout batch with tensor ops:

@@ -3,8 +3,8 @@
 An *attribute node* is a ``(relation, value)`` pair such as ``("Starring", "Tom Hanks")`` or
 ``("Genre", "War")``. Keeping the relation in the node makes "Tom Hanks as an actor" and "Tom Hanks as a
 director" different attributes, which is how the queries state their conditions. ``A(x)``, the
-attribute neighbourhood of item ``x`` used by the Query Alignment Score (DESIGN §1.1), is the set of
-attribute nodes linked to ``x``.
+attribute neighbourhood of item ``x`` used by the Query Alignment Score (:mod:`rerec.graph.alignment`),
+is the set of attribute nodes linked to ``x``.
 
 Two views of the same edges:
 

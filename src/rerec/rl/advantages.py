@@ -1,5 +1,4 @@
-"""Advantage estimators: ``grpo``, ``rloo`` and ``reinforce_pp`` here, ``raae`` in :mod:`rerec.rl.raae`
-(DESIGN §1.2, §5).
+"""Advantage estimators: ``grpo``, ``rloo`` and ``reinforce_pp`` here, ``raae`` in :mod:`rerec.rl.raae`.
 
 Every estimator maps one rollout batch (:class:`AdvantageInputs`: ``N = B·G`` rewards, the G rollouts of
 a prompt in contiguous rows, a right-padded completion block) to an ``(N, T)`` float advantage tensor
@@ -148,7 +147,7 @@ class AdvantageEstimator(ABC):
 
         Args:
             data: An object with at least ``.matcher`` (has ``.match(title)``) and ``.attributes``
-                (``{item_id: set of (relation, value)}``), e.g. the ``RecDataModule``.
+                (``{item_id: set of (relation, value)}``): the run's :class:`~rerec.data.contract.RecData`.
         """
 
     def __call__(self, inputs: AdvantageInputs) -> AdvantageOutput:

@@ -9,7 +9,7 @@ Entry points:
 - :func:`export_adapter` / :func:`export_pretrained` — standard peft / transformers folders, written
   atomically (temporary folder in the same parent, then ``os.replace``).
 
-The bitsandbytes CPU trap (DESIGN §4): on CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a
+The bitsandbytes CPU trap: on CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a
 ``Linear4bit`` weight into a CPU-only layout on its first eval-mode, no-grad forward (e.g. during
 ``generate``); later training forwards then run a kernel without autograd — silently wrong gradients
 for bias-free layers, a ``RuntimeError`` for layers with a bias. :func:`disable_cpu_weight_repacking`

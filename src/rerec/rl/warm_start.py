@@ -7,14 +7,14 @@ Two phases:
    long plateau before it can copy from its context at all (the "induction head" phase change); a
    pretrained LLM has that ability, the random tiny model does not. Two synthetic tasks:
 
-   - ``repeat``: random tokens shown twice, loss on the repeat (``x x``). Learned in about a hundred
-     steps, but by a *positional* shortcut (attend a fixed distance back), which does not help to find a
-     fact among the candidates.
+   - ``repeat``: random tokens shown twice, loss on the repeat (``x x``). Learned quickly, but by a
+     *positional* shortcut (attend a fixed distance back), which does not help to find a fact among the
+     candidates.
    - ``recall``: random key/value pairs, then the same pairs in a new random order, loss on the values.
      Only a content-based lookup solves it — find the earlier occurrence of the current token, copy the
      token after it — which is the candidate task's own lookup ("director Ann Lee" → the title that
-     follows " Ann Lee" in the prompt). The tiny model forms it after ~700 steps at lr 1e-3; at 3e-3 it
-     does not form at all in 900 steps, hence the copy phase's own ``copy_lr``.
+     follows " Ann Lee" in the prompt). The tiny model forms it only after a long plateau, and only at a
+     moderate learning rate, hence the copy phase's own ``copy_lr`` (measurements: docs/tiny-world.md).
 2. **Trace SFT** (``steps``): next-token cross-entropy on the completion tokens only (prompt masked),
    optionally with a recall batch (``copy_mix``) and a batch of the catalog's facts (``knowledge_batch_size``,
    ``rerec.data.prompts.knowledge_lines``) added to every step: a model trained from scratch knows no film,
@@ -52,9 +52,9 @@ class WarmStartConfig:
     Args:
         steps: Optimizer steps of supervised training on reasoning traces; 0 disables the warm start.
         copy_steps: Copy pre-training steps before the trace SFT (0 = none; for models trained from
-            scratch, see the module docstring).
+            scratch, see the docstring of ``rerec.rl.warm_start``).
         copy_task: ``repeat`` (random sequence shown twice) or ``recall`` (key/value pairs shown again in a
-            shuffled order: a content-based lookup); see the module docstring.
+            shuffled order: a content-based lookup); see the docstring of ``rerec.rl.warm_start``.
         copy_length: Length of each random sequence (``repeat``) or number of key/value pairs
             (``recall``).
         copy_batch_size: Sequences per copy step.
@@ -234,7 +234,7 @@ def run_warm_start(
     device = next(model.parameters()).device
     if key and device.type == "cpu":
         # On a CPU the result depends on the thread count (reduction order): 1 and 2 threads train
-        # different checkpoints (held-out 0.520 vs 0.573 for tiny.yaml), so they are cached apart.
+        # different checkpoints (docs/tiny-world.md), so they are cached apart.
         key = f"{key}-t{torch.get_num_threads()}"
     cache = Path(cfg.cache_dir) / f"{key}.pt" if cfg.cache_dir and key else None
     if cache is not None and cache.exists():

@@ -1,4 +1,4 @@
-"""Reasoning-aware advantage estimation (RAAE, DESIGN §1.2): ``class_path: rerec.rl.raae.RAAEAdvantage``.
+"""Reasoning-aware advantage estimation (RAAE): ``class_path: rerec.rl.raae.RAAEAdvantage``.
 
 :mod:`~rerec.rl.raae.segments` splits a completion's decoded text into reasoning segments (lines,
 paragraphs or sentences, the ``\\boxed{}`` answer line excluded) and finds the wrong recommended titles

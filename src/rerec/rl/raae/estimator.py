@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class RAAEAdvantage(AdvantageEstimator):
-    """Reasoning-aware advantage estimation (the ReRec paper's RAAE, DESIGN §1.2).
+    """Reasoning-aware advantage estimation (the ReRec paper's RAAE).
 
     1. Segments: each completion is split into reasoning segments (``segment_by``), the answer line
        excluded (:func:`rerec.rl.raae.segments.split_segments`).

@@ -1,4 +1,4 @@
-"""Reasoning segments of a completion and the titles they mention (RAAE, DESIGN §1.2).
+"""Reasoning segments of a completion and the titles they mention (RAAE).
 
 A completion is split into *segments* — lines (default), paragraphs (separated by blank lines) or
 sentences — given as exact character spans ``(start, end)`` of the text, whitespace trimmed, empty ones

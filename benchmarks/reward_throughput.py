@@ -1,10 +1,10 @@
 """Reward throughput: the training reward, batched, vs a plain-Python per-rollout reference; prints JSON.
 
-    /work/venv/bin/python benchmarks/reward_throughput.py --json [--rollouts 20000] [--device cpu]
+    python benchmarks/reward_throughput.py --json [--rollouts 20000] [--device cpu]
         [--task candidate|open] [--k 1] [--candidates 20] [--require-candidate] [--propagation]
 
-Movie scale: the 3,883 titles of the real MovieLens catalog (its ``movies.dat`` when the shared data
-folder holds it; generated titles otherwise), a random knowledge graph over them (genres, directors,
+Movie scale: the 3,883 titles of the real MovieLens catalog (``data/recbench/movie/movies.dat`` when
+the RecBench+ download is there; generated titles otherwise), a random knowledge graph over them (genres, directors,
 actors, writers, studios, language, country; Zipf-popular people), 6,040 users with ~1M random
 Zipf-popular interactions, and item embeddings from a LightGCN propagation over that interaction graph
 (random layer-0 weights: training does not change the cost of scoring).
@@ -69,7 +69,8 @@ from rerec.graph.reference import ReferenceScorer
 from rerec.rl.reward_components import AnswerBatch, FormatReward, NDCGReward, PASReward, QASReward, RewardComponent
 from rerec.rl.rewards import RecReward, RewardConfig
 
-MOVIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "recbench" / "movie" / "movies.dat"
+# Where the README puts the RecBench+ download (the MovieLens-1M catalog); generated titles without it.
+MOVIES = Path(__file__).resolve().parents[1] / "data" / "recbench" / "movie" / "movies.dat"
 NUM_ITEMS, NUM_USERS, NUM_INTERACTIONS = 3883, 6040, 1_000_209  # MovieLens-1M
 
 

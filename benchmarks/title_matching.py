@@ -35,7 +35,8 @@ import rapidfuzz
 from rerec.data.matching import TitleMatcher
 from rerec.data.movielens import read_movies
 
-DEFAULT_MOVIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "recbench" / "movie" / "movies.dat"
+# Where the README puts the RecBench+ download (the MovieLens-1M catalog).
+DEFAULT_MOVIES = Path(__file__).resolve().parents[1] / "data" / "recbench" / "movie" / "movies.dat"
 
 
 def natural(title: str, rng: random.Random) -> str:

@@ -96,3 +96,17 @@ def test_user_engine_and_reward_component_by_class_path(tmp_path: Path) -> None:
     means = summary["train_metrics_mean"]
     assert means["rewards/answer_length/mean"] < 0 and "rewards/qas/mean" not in means
     assert "rewards/answer_length/std" in means
+
+
+def test_the_open_task_in_the_benchmarks_answer_format_trains_on_sep_lists(tmp_path: Path) -> None:
+    """``prompt.answer_format: sep`` asks for ``[SEP]``-separated titles; the reward reads them that way."""
+    cli = main(["fit", *fit_args(tmp_path, "--trainer.max_steps=1", "--trainer.enable_checkpointing=false",
+                                 "--trainer.callbacks=[]", "--data.init_args.task=open",
+                                 "--data.init_args.prompt.answer_format=sep", "--model.init_args.eval_samples=0",
+                                 "--model.init_args.warm_start.steps=0", "--model.init_args.warm_start.copy_steps=0")])
+    model = cli.model
+    assert model.reward.answer_format == "sep" and model.data.titles_per_answer == model.data.prompt.open_k
+    task = model.data.tasks["val"][0]
+    title = model.data.items[task.answer_ids[0]].title
+    read = model.reward.read([f"Some reasoning.\n{title} [SEP] Nothing Like It"], [task])
+    assert read.parsed == [[title, "Nothing Like It"]] and read.predicted_ids[0][0] == task.answer_ids[0]

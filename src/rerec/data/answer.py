@@ -1,15 +1,27 @@
-"""Defensive parsing of the model's answer: the content of the last ``\\boxed{...}``.
+"""Defensive parsing of the model's answer, in one of two formats.
 
-The candidate task expects one title in the box (taken whole); the open task expects several titles in
-one box, separated by ``;``. Nothing here trusts the text: unbalanced braces, empty boxes and junk all parse to
+``boxed`` (ReRec's own): the content of the last ``\\boxed{...}``. The candidate task expects one title
+in the box (taken whole); the open task expects several titles in one box, separated by ``;``.
+
+``sep`` (RecBench+'s): titles separated by ``[SEP]``, as the benchmark's prompts ask for
+(``Heat (1995) [SEP] Casino (1995)``); see :func:`parse_sep_answer`.
+
+Nothing here trusts the text: unbalanced braces, empty boxes, empty lists and junk all parse to
 ``None`` (an unparsable answer), which the reward turns into the format penalty.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from rerec.data.matching import strip_wrapping_quotes
+
 BOX_OPEN = "\\boxed{"
 TITLE_SEPARATOR = ";"
-MAX_ANSWER_CHARS = 2000  # a box longer than this is junk, not an answer
+SEP = "[SEP]"
+MAX_ANSWER_CHARS = 2000  # a box (or a [SEP] list) longer than this is junk, not an answer
+AnswerFormat = Literal["boxed", "sep"]
+ANSWER_FORMATS: tuple[str, ...] = ("boxed", "sep")
 
 
 def last_boxed_span(text: str) -> tuple[int, int] | None:
@@ -39,7 +51,38 @@ def last_boxed(text: str) -> str | None:
     return None if span is None else text[span[0] + len(BOX_OPEN) : span[1] - 1]
 
 
-def parse_answer(text: str, max_titles: int | None = 1) -> list[str] | None:
+def parse_sep_answer(text: str, max_titles: int | None = None) -> list[str] | None:
+    """Titles of a ``[SEP]``-separated answer, or ``None`` when it holds no list.
+
+    With ``[SEP]`` in the text, the parts between separators are the titles, except that the first part
+    keeps only its last non-empty line and the last part only its first: text before the list
+    (reasoning, "Here are my picks:") and after it ("Enjoy!") is not a title, and a list written one
+    title per line (``"A [SEP]\\nB"``) loses none (but after a trailing ``[SEP]``, the next line is read
+    as a title). Without ``[SEP]``, a single line is a list of one
+    title, and anything longer is not a list. Each title is stripped of spaces and of quotes
+    around it; empty titles are dropped (``"A [SEP] [SEP] B"`` is ``["A", "B"]``); no title left, or a
+    list longer than :data:`MAX_ANSWER_CHARS`, gives ``None``.
+
+    Args:
+        text: The completion.
+        max_titles: Keep the first K titles; ``None`` keeps all.
+    """
+    if SEP in text:
+        parts = text.split(SEP)
+        first, last = parts[0].strip().splitlines(), parts[-1].strip().splitlines()
+        parts[0], parts[-1] = (first[-1] if first else ""), (last[0] if last else "")
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        parts = lines if len(lines) == 1 else []
+    titles = [t for t in (strip_wrapping_quotes(p) for p in parts) if t]
+    if not titles or sum(map(len, titles)) > MAX_ANSWER_CHARS:
+        return None
+    return titles if max_titles is None else titles[:max_titles]
+
+
+def parse_answer(
+    text: str, max_titles: int | None = 1, answer_format: AnswerFormat = "boxed"
+) -> list[str] | None:
     """Titles recommended in ``text``, or ``None`` when the answer cannot be parsed.
 
     Args:
@@ -48,7 +91,12 @@ def parse_answer(text: str, max_titles: int | None = 1) -> list[str] | None:
             ``;``; a hedged ``A; B`` then matches no item: no recommendation reward, and with
             ``reward.require_candidate`` the unparsable penalty).
             ``None`` or K for the open task: titles separated by ``;``, extra ones beyond K dropped.
+        answer_format: ``"boxed"`` (above) or ``"sep"``: :func:`parse_sep_answer`, first ``max_titles``.
     """
+    if answer_format == "sep":
+        return parse_sep_answer(text, max_titles)
+    if answer_format != "boxed":
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     boxed = last_boxed(text)
     if boxed is None or len(boxed) > MAX_ANSWER_CHARS:
         return None

@@ -2,7 +2,8 @@
 
 The data module builds it once (:meth:`rerec.data.datamodule.RecDataModule.load`); the policy, its reward
 components and the graph scorer read only this, never the data module's other attributes. A data
-module for another dataset plugs in by exposing a ``data`` attribute of this type.
+module for another dataset plugs in with a ``load()`` method that returns this type (the policy calls
+``trainer.datamodule.load()``; docs/architecture.md, "Data contract").
 """
 
 from __future__ import annotations
@@ -53,3 +54,9 @@ class RecData:
     def titles_per_answer(self) -> int:
         """Most titles read from one answer: 1 in the candidate task, ``prompt.open_k`` in the open task."""
         return 1 if self.task == "candidate" else self.prompt.open_k
+
+    @property
+    def answer_format(self) -> str:
+        """How answers are read (:func:`rerec.data.answer.parse_answer`): ``prompt.answer_format`` in the
+        open task (``"boxed"`` or ``"sep"``), always ``"boxed"`` in the candidate task."""
+        return "boxed" if self.task == "candidate" else self.prompt.answer_format

@@ -2,7 +2,7 @@
 
 Used on ground-truth titles of the query files (once, when loading) and on every title a policy
 recommends (in the reward, thousands per step), so a match is a few dict look-ups and, only when those
-fail, one rapidfuzz ``extractOne`` over the normalised catalog names; results are LRU-cached.
+fail, one rapidfuzz scan over the normalised catalog names; results are LRU-cached.
 
 Normalisation (:func:`normalize_title`) makes these equal: case, accents, quotes and punctuation,
 ``&``/``and``, an article in front or after a comma (``"The Breakfast Club"`` ≡ ``"Breakfast Club,
@@ -13,7 +13,15 @@ Professional) (1994)"``) are also indexed under the main and the alternative nam
 with a subtitle under the part before the colon (see :func:`title_keys`); a full name beats such an
 alias. A U+FFFD in a catalog title (a lost latin-1 letter) is dropped, and a query title with
 non-ASCII letters is also looked up with those letters dropped, so ``"Les Misérables (1995)"`` finds
-``"Mis\ufffdrables, Les (1995)"`` without the fuzzy stage.
+``"Mis\ufffdrables, Les (1995)"`` without the fuzzy stage. Quotes around a whole title are stripped
+before its year is split off (``'"The Terminator (1984)"'`` is ``"Terminator, The (1984)"``).
+
+What a match never does (each was measured on real model answers): join a title to an item whose year
+is more than :data:`MAX_YEAR_GAP` away (``"Cinderella (2015)"`` is not the 1950 film), and, in the
+fuzzy stage, join two names carrying different sequel numbers (``"Toy Story 4"`` is not ``"Toy Story
+2"``, ``"Blade Runner 2049"`` not ``"Blade Runner"``) or a name that adds words to the item's
+(``"Mission: Impossible – Fallout"`` is neither ``"Mission: Impossible"`` nor its sequel); see
+:func:`fuzzy_names_same_work`.
 """
 
 from __future__ import annotations
@@ -57,10 +65,64 @@ _AKA_RE = re.compile(r"^(?:a\.?\s?k\.?\s?a\.?|aka)\s+", re.IGNORECASE)
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "`": "'", "\u00b4": "'",
                          "\u201c": '"', "\u201d": '"', "\ufffd": None})
 _NON_ALNUM_RE = re.compile(r"[^0-9a-z]+")
+# Quote characters that may wrap a whole title in an answer: '"The Terminator (1984)"'.
+_WRAPPING_QUOTES = "\"'`\u2018\u2019\u201c\u201d\u00ab\u00bb"
+
+#: A fuzzy or normalised match is rejected when both sides carry a year and they differ by more.
+MAX_YEAR_GAP = 1
+# Sequel numerals as words of a normalised name ("rocky v", "godfather part ii"); a lone "i" is the
+# pronoun far more often than a numeral, so it does not count.
+_ROMAN = {
+    numeral: value
+    for value, numeral in enumerate(
+        "ii iii iv v vi vii viii ix x xi xii xiii xiv xv xvi xvii xviii xix xx".split(), start=2
+    )
+}
+
+
+def strip_wrapping_quotes(title: str) -> str:
+    """``'"The Terminator (1984)"'`` → ``"The Terminator (1984)"``: quote characters removed from both
+    ends while the text starts *and* ends with one (a title like ``"'burbs, The (1989)"`` keeps its
+    apostrophe)."""
+    text = title.strip()
+    while len(text) >= 2 and text[0] in _WRAPPING_QUOTES and text[-1] in _WRAPPING_QUOTES:
+        text = text[1:-1].strip()
+    return text
+
+
+def sequel_numbers(key: str) -> frozenset[int]:
+    """Numbers a normalised name carries as words: digits and Roman numerals II–XX
+    (``"toy story 2"`` → ``{2}``, ``"rocky v"`` → ``{5}``, ``"blade runner 2049"`` → ``{2049}``)."""
+    words = key.split()
+    return frozenset(int(w) if w.isdigit() else _ROMAN[w] for w in words if w.isdigit() or w in _ROMAN)
+
+
+def fuzzy_names_same_work(query_key: str, choice_key: str) -> bool:
+    """Whether a fuzzy match of two normalised names may stand.
+
+    Similar names of different entries of a series are not the same work: the match is refused when
+    the two carry different sequel numbers (``"toy story 4"`` / ``"toy story 2"``, ``"blade runner
+    2049"`` / ``"blade runner"``), or when the query is the choice plus more whole words (``"mission
+    impossible fallout"`` / ``"mission impossible"``: a subtitle names another entry). A query that
+    drops words of the choice (a shortened title) may stand.
+    """
+    if sequel_numbers(query_key) != sequel_numbers(choice_key):
+        return False
+    query_words, choice_words = query_key.split(), choice_key.split()
+    return not (len(query_words) > len(choice_words) and query_words[: len(choice_words)] == choice_words)
+
+
+def years_compatible(a: int | None, b: int | None) -> bool:
+    """True unless both years are known and differ by more than :data:`MAX_YEAR_GAP`."""
+    return a is None or b is None or abs(a - b) <= MAX_YEAR_GAP
 
 
 def split_year(title: str) -> tuple[str, int | None]:
-    """``"Heat (1995)"`` → ``("Heat", 1995)``; without a trailing 4-digit year → ``(title, None)``."""
+    """``"Heat (1995)"`` → ``("Heat", 1995)``; without a trailing 4-digit year → ``(title, None)``.
+
+    Quotes around the whole title are stripped first, so ``'"Heat (1995)"'`` gives ``("Heat", 1995)``.
+    """
+    title = strip_wrapping_quotes(title)
     match = _YEAR_RE.search(title)
     if match is None:
         return title.strip(), None
@@ -150,12 +212,14 @@ class TitleMatcher:
 
     Among catalog items sharing a normalised name (remakes: ``"Hamlet (1990)"``, ``"Hamlet (1996)"``),
     the title's year picks the item with that year, else the nearest year; then a full catalog name beats
-    an alternative name; then an item with the same article; then catalog order.
+    an alternative name; then an item with the same article; then catalog order. An item whose year is
+    more than :data:`MAX_YEAR_GAP` from the title's is never matched, at any stage but the exact one.
 
     Fuzzy matching compares normalised names (years left out, as the RecBench+ evaluation does) with
     rapidfuzz's ``fuzz.ratio``: ``2·LCS/(len_a+len_b)``, close to (not identical with) the
     ``difflib.SequenceMatcher`` ratio the benchmark uses, and much faster. The best choice wins; ties keep
-    the shorter name, then catalog order.
+    the shorter name, then catalog order; a choice that :func:`fuzzy_names_same_work` refuses (another
+    sequel number, or the query's name plus extra words) is passed over for the next best.
 
     Args:
         items: The catalog: ``{item_id: title}`` or an iterable of :class:`~rerec.data.records.Item`.
@@ -212,7 +276,8 @@ class TitleMatcher:
 
         Years must agree when both the title and the item have one. The first listed item sharing a
         normalised name wins (``"normalized"``); else the best ``fuzz.ratio`` of full names at or above the
-        threshold (``"fuzzy"``; ties keep the higher id). Ids missing from the catalog are ignored.
+        threshold that :func:`fuzzy_names_same_work` accepts (``"fuzzy"``; ties keep the higher id). Ids
+        missing from the catalog are ignored.
         """
         keys, year = title_keys(title, prefix=False)
         if not keys:
@@ -225,8 +290,8 @@ class TitleMatcher:
         for item_id, ikeys in compatible:
             if set(keys) & set(ikeys):
                 return TitleMatch(item_id, "normalized", 1.0)
-        score, best = max(((fuzz.ratio(keys[0], ikeys[0]) / 100.0, i) for i, ikeys in compatible),
-                          default=(0.0, None))
+        score, best = max(((fuzz.ratio(keys[0], ikeys[0]) / 100.0, i) for i, ikeys in compatible
+                           if fuzzy_names_same_work(keys[0], ikeys[0])), default=(0.0, None))
         if best is None or score < self.threshold:
             return NO_MATCH
         return TitleMatch(best, "fuzzy", round(score, 6))
@@ -244,7 +309,7 @@ class TitleMatcher:
             ascii_keys, _ = title_keys("".join(c for c in title if c.isascii()), prefix=False)
             keys += [k for k in ascii_keys if k not in keys]
         for key in keys:
-            candidates = self._by_key.get(key)
+            candidates = self._within_year(self._by_key.get(key, ()), year)
             if candidates:
                 return TitleMatch(self._pick(candidates, year, title), "normalized", 1.0)
         if not keys:
@@ -255,13 +320,23 @@ class TitleMatcher:
         t = self.threshold
         lo = bisect.bisect_left(self._choice_lengths, len(query) * t / (2.0 - t) - 1e-9)
         hi = bisect.bisect_right(self._choice_lengths, len(query) * (2.0 - t) / t + 1e-9)
-        best = process.extractOne(
-            query, self._choices[lo:hi], scorer=fuzz.ratio, processor=None, score_cutoff=t * 100.0
+        found = process.extract(
+            query, self._choices[lo:hi], scorer=fuzz.ratio, processor=None, score_cutoff=t * 100.0,
+            limit=None,
         )
-        if best is None:
-            return NO_MATCH
-        key, score, _ = best
-        return TitleMatch(self._pick(self._by_key[key], year, title), "fuzzy", round(score / 100.0, 6))
+        # Best score first; ties keep the band's order (shorter name, then catalog order).
+        for key, score, _ in sorted(found, key=lambda hit: (-hit[1], hit[2])):
+            candidates = self._within_year(self._by_key[key], year)
+            if candidates and fuzzy_names_same_work(query, key):
+                return TitleMatch(self._pick(candidates, year, title), "fuzzy", round(score / 100.0, 6))
+        return NO_MATCH
+
+    @staticmethod
+    def _within_year(
+        candidates: Sequence[tuple[int, int | None, bool]], year: int | None
+    ) -> list[tuple[int, int | None, bool]]:
+        """The candidates whose year is within :data:`MAX_YEAR_GAP` of ``year`` (all when unknown)."""
+        return [c for c in candidates if years_compatible(year, c[1])]
 
     def _pick(self, candidates: list[tuple[int, int | None, bool]], year: int | None, title: str) -> int:
         """Among items sharing a name: nearest year (when given), then full name before an alternative

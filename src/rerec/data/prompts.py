@@ -3,7 +3,8 @@
 Prompt (candidate task): the request, optionally the user's history, then the candidates one per line,
 optionally preceded by their known facts for the relations the request is about (most specific
 relation last, right before the title); the model reasons and ends with one title in ``\\boxed{}``.
-Open task: the request (and history), answer with up to K titles in one box separated by ``;``.
+Open task: the request (and history), answer with up to K titles in one box separated by ``;`` — or,
+with ``answer_format: sep``, with the titles separated by ``[SEP]``, as RecBench+'s own prompts ask.
 
 The reasoning trace of a candidate task (one segment per line, the answer line last) is what a correct
 model would write, and is what RAAE segments:
@@ -26,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rerec.data.answer import ANSWER_FORMATS, SEP, AnswerFormat
 from rerec.data.records import Item
 from rerec.data.tasks import Attributes, RecTask
 
@@ -51,6 +53,16 @@ RELATION_PHRASES: dict[str, str] = {
 }
 
 
+BOXED_SYSTEM_PROMPT = (
+    "You are a recommendation assistant. Reason step by step, one fact per line, "
+    "then give your answer as \\boxed{title}."
+)
+SEP_SYSTEM_PROMPT = (
+    "You are a recommendation assistant. Reason step by step, one fact per line, then give your answer "
+    f"on the last line: the titles only, separated by {SEP}."
+)
+
+
 @dataclass
 class PromptConfig:
     """How prompts are written.
@@ -64,16 +76,25 @@ class PromptConfig:
         history_items: Show up to this many items of the source user's history (0 = no history block).
         open_k: Number of titles asked for in the open task.
         item_noun: What the items are called in prompts ("film", "book").
+        answer_format: How the open task asks for its titles, and so how the reward reads them:
+            ``boxed`` (one ``\\boxed{}``, titles separated by ``;``) or ``sep`` (titles separated by
+            ``[SEP]``, as RecBench+'s prompts ask, so that the answers can be scored by the benchmark's
+            own rules: ``python -m rerec.eval score``). With ``sep``, the default system prompt asks for
+            the list on the last line instead of a box. The candidate task always uses the box.
     """
 
-    system_prompt: str = (
-        "You are a recommendation assistant. Reason step by step, one fact per line, "
-        "then give your answer as \\boxed{title}."
-    )
+    system_prompt: str = BOXED_SYSTEM_PROMPT
     candidate_facts: bool = False
     history_items: int = 0
     open_k: int = 10
     item_noun: str = "film"
+    answer_format: AnswerFormat = "boxed"
+
+    def __post_init__(self) -> None:
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"prompt.answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
+        if self.answer_format == "sep" and self.system_prompt == BOXED_SYSTEM_PROMPT:
+            self.system_prompt = SEP_SYSTEM_PROMPT
 
 
 _CATALOG_ARTICLE = re.compile(r"^(.*\S), (The|A|An) (\(\d{4}\))$")
@@ -129,6 +150,11 @@ def build_messages(
             # Facts before the title, the most specific one last: the title is "what follows that fact".
             lines.append(f"- {facts} {items[item_id].title}" if facts else f"- {items[item_id].title}")
         lines.append(f"Choose one {config.item_noun} from the candidates.")
+    elif config.answer_format == "sep":
+        lines.append(
+            f"Recommend up to {config.open_k} {config.item_noun}s. Answer with their titles only, separated "
+            f"by {SEP}, e.g. Title A (1999) {SEP} Title B (2004)."
+        )
     else:
         lines.append(
             f"Recommend up to {config.open_k} {config.item_noun}s, in one \\boxed{{}} separated by ';'."

@@ -30,6 +30,20 @@ from rerec.eval.metrics import (
 
 CONDITION_TYPES = frozenset(t.value for t in QueryType if t.is_condition_query)
 
+#: How each scoring protocol reads and scores answers, as the per-type tables state it
+#: (docs/recbench-scoring.md has every rule and the differences, with worked examples).
+PROTOCOLS: dict[str, str] = {
+    "corrected": (
+        "titles matched to catalog items by the title matcher (years compared on both sides), empty "
+        "titles dropped, a repeated item counted once, NDCG's ideal DCG over min(|truth|, K) hits, FTR = "
+        "share of answers with no parsable list"
+    ),
+    "official": (
+        "RecBench+'s own evaluation script reproduced exactly: [SEP] split, fuzzy string match "
+        "(difflib ratio) against the ground-truth titles, FTR = answer without [SEP]"
+    ),
+}
+
 
 @dataclass
 class EvalRecord:
@@ -88,9 +102,11 @@ def aggregate(
     predictions) is averaged over condition queries only, and only when ``item_attributes`` is given;
     elsewhere it is ``None``.
 
+    These are the rules of the ``corrected`` protocol (:data:`PROTOCOLS`), and the result says so.
+
     Returns:
-        ``{"k": k, "overall": {metric: value}, "by_type": {type: {metric: value}}}``; ``count`` is the
-        number of queries. Types appear in :class:`QueryType` order.
+        ``{"k": k, "protocol": "corrected", "overall": {metric: value}, "by_type": {type: {metric:
+        value}}}``; ``count`` is the number of queries. Types appear in :class:`QueryType` order.
     """
     by_type: dict[str, list[EvalRecord]] = {}
     for record in records:
@@ -98,7 +114,8 @@ def aggregate(
     order = _type_order(by_type)
     result_by_type = {t: _summarise(by_type[t], k, item_attributes) for t in order}
     everything = [r for t in order for r in by_type[t]]
-    return {"k": k, "overall": _summarise(everything, k, item_attributes), "by_type": result_by_type}
+    return {"k": k, "protocol": "corrected", "overall": _summarise(everything, k, item_attributes),
+            "by_type": result_by_type}
 
 
 def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, Any]:
@@ -197,8 +214,16 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_line(protocol: str) -> str:
+    """The sentence a per-type table starts with: which protocol scored it, and its rules in brief."""
+    return f"Scored with the **{protocol}** protocol: {PROTOCOLS.get(protocol, 'see docs/recbench-scoring.md')}."
+
+
 def write_report(result: Mapping[str, Any], folder: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
     """Write ``<folder>/<name>.json`` (the result) and ``<folder>/<name>.md`` (its table), atomically.
+
+    The markdown states the protocol that produced the table (``result["protocol"]``; ``corrected``
+    when the result does not say).
 
     Returns:
         The JSON and markdown paths.
@@ -206,7 +231,8 @@ def write_report(result: Mapping[str, Any], folder: str | os.PathLike[str], name
     folder = Path(folder)
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(md_path, f"# {name} (K = {result['k']})\n\n" + markdown_table(result))
+    protocol = protocol_line(str(result.get("protocol", "corrected")))
+    atomic_write_text(md_path, f"# {name} (K = {result['k']})\n\n{protocol}\n\n" + markdown_table(result))
     return json_path, md_path
 
 

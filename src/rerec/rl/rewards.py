@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rerec.data.answer import parse_answer
+from rerec.data.answer import ANSWER_FORMATS, AnswerFormat, parse_answer
+from rerec.data.contract import RecData
 from rerec.data.matching import TitleMatcher
 from rerec.data.records import Item
 from rerec.data.tasks import RecTask
@@ -83,6 +84,9 @@ class RecReward:
         components: The reward's terms, already set up (:meth:`RewardComponent.setup`); those of weight 0
             are skipped. ``None``/empty: reading only (evaluation).
         max_titles: Most titles read from one answer: 1 for the candidate task, K for the open task.
+        answer_format: How answers are written (:func:`~rerec.data.answer.parse_answer`): ``"boxed"``, or
+            ``"sep"`` for an open task prompted for ``[SEP]``-separated titles; the data contract's
+            :attr:`~rerec.data.contract.RecData.answer_format` (see :meth:`for_data`).
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class RecReward:
         matcher: TitleMatcher,
         components: Sequence[RewardComponent] | None = None,
         max_titles: int | None = 1,
+        *,
+        answer_format: AnswerFormat = "boxed",
     ) -> None:
         self.config = config
         self.items = items
@@ -101,6 +107,18 @@ class RecReward:
         if len(set(names)) != len(names):
             raise ValueError(f"reward components must have distinct names, got {names}")
         self.max_titles = max_titles
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+        self.answer_format = answer_format
+
+    @classmethod
+    def for_data(
+        cls, config: RewardConfig, data: RecData, components: Sequence[RewardComponent] | None = None
+    ) -> RecReward:
+        """The reward for ``data``'s task: its catalog and matcher, as many titles per answer as its
+        prompt asks for, read in its answer format."""
+        return cls(config, data.items, data.matcher, components, data.titles_per_answer,
+                   answer_format=data.answer_format)
 
     def match(self, titles: Sequence[str], task: RecTask) -> tuple[list[int], list[str]]:
         """Catalog ids and match kinds of ``titles``.
@@ -132,7 +150,7 @@ class RecReward:
         """Parse every completion and match its titles (no scoring)."""
         parsed, predicted, kinds, scorable = [], [], [], []
         for text, task in zip(texts, tasks, strict=True):
-            titles = parse_answer(text, max_titles=self.max_titles)
+            titles = parse_answer(text, max_titles=self.max_titles, answer_format=self.answer_format)
             parsed.append(titles)
             ids, match_kinds = self.match(titles, task) if titles is not None else ([], [])
             predicted.append(ids)

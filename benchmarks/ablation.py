@@ -1,5 +1,6 @@
 """The paper's comparison in miniature: plain GRPO, RLOO, REINFORCE++, ReRec and ReRec's ablations on the
-embedded synthetic world, each from the same cached warm-start checkpoint under the same RL budget.
+embedded synthetic world, each from the same cached warm-start checkpoint under the same RL budget; reports
+held-out sampled accuracy (the headline) and greedy accuracy beside it, before and after RL.
 
     python benchmarks/ablation.py [--quick] [--out DIR] [--seeds 0 1 2] [--steps N]
         [--variants grpo rerec ...] [--jobs 2] [--extra-args "--model.init_args.tiny.hidden_size=64 ..."]
@@ -10,16 +11,33 @@ its own run folder ``DIR/runs/<variant>/seed<k>``; ``--jobs`` runs go in paralle
 ``max_steps=0`` first builds the world and trains (or loads) the warm start alone, so parallel runs only
 load it from the shared cache (``warm_start.cache_dir``; its key does not include ``seed_everything``).
 
+What it reports, from each run's ``summary.json`` (``val_before`` = the warm start before RL, ``val_after``
+= after RL, both on the held-out validation queries):
+
+- sampled accuracy (the headline): the mean NDCG@1 of ``eval_samples`` answers per query (16 in tiny.yaml)
+  sampled as the rollouts are (same temperature, top-p, top-k), over every query and sample. NDCG@1 is the
+  accuracy on the candidate task (1 when the chosen candidate is the held-out item). Sampled on its own
+  stream seeded by ``eval_seed``, so one checkpoint always gets the same score. Also pass@n: the share of
+  queries with at least one correct answer among their n samples.
+- greedy accuracy: NDCG@1 of the greedy answer, beside it.
+
 Outputs in DIR (default ``runs/ablation``), rewritten atomically after every finished run:
 
 - ``ablation.json``: ``{"machine", "command", "settings", "results": {variant: [per-seed record]},
-  "warm_start_check"}``; a record is ``{"seed", "accuracy", "accuracy_by_type", "wall_time_s", "steps",
-  ...}`` with accuracy = held-out NDCG@1 after RL (``val_after``). ``results["warm_start"]`` holds the
-  warm start only (``val_before``), once per seed. A failed run keeps its record with ``accuracy: null``
-  and an ``error``.
-- ``ablation.md``: one row per variant, mean ± sample std over seeds, overall and per query type, and
-  the difference of overall means vs GRPO; failed runs are listed.
-- ``ablation.png``: overall accuracy per variant, error bars = sample std, dots = seeds.
+  "warm_start_check"}``; a record is ``{"seed", "accuracy", "accuracy_by_type", "sampled_accuracy",
+  "sampled_accuracy_by_type", "pass_at_n", "pass_at_n_by_type", "sampled", "val_before", "wall_time_s",
+  "steps", ...}`` with ``accuracy`` = greedy and ``sampled_accuracy`` = sampled accuracy after RL,
+  ``sampled`` = ``val_after.sampled`` as written by the run, and ``val_before`` the same keys for the warm
+  start. ``results["warm_start"]`` holds the warm start only (``val_before``), once per seed. Sampled keys
+  are ``null`` (``{}`` per type) for runs without a sampled evaluation (``eval_samples: 0``). A failed run
+  keeps its record with ``accuracy: null`` and an ``error``. ``warm_start_check``: whether every run of
+  every variant and seed reported the same ``val_before`` (greedy and sampled), i.e. the same warm start.
+- ``ablation.md``: the primary table of sampled accuracy (per variant: mean ± sample std over seeds,
+  overall and per query type, pass@n, greedy overall beside, Δ sampled vs GRPO), then the greedy table
+  (overall and per query type, Δ greedy vs GRPO); the metric's settings, the warm-start check and the
+  failed runs.
+- ``ablation.png``: per variant, sampled accuracy (solid bars) and greedy accuracy (lighter hatched bars
+  beside), error bars = sample std over seeds, dots = seeds.
 
 ``--quick`` = one seed and ``QUICK_STEPS`` RL steps for every variant run (by default the paper's eight,
 ``STUDY_VARIANTS``; designed for < 15 min on 2 cores).
@@ -158,11 +176,40 @@ def run_fit(args: Sequence[str], run_dir: Path) -> tuple[int, float, Path]:
     return proc.returncode, time.perf_counter() - start, log_path
 
 
+def blank_record(seed: int) -> dict[str, Any]:
+    """The keys every per-seed record has, unset (a failed run keeps them so)."""
+    return {"seed": seed, "accuracy": None, "accuracy_by_type": {}, "sampled_accuracy": None,
+            "sampled_accuracy_by_type": {}, "pass_at_n": None, "pass_at_n_by_type": {}, "sampled": None,
+            "wall_time_s": None, "steps": None}
+
+
+def held_out_fields(val: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields of one held-out evaluation (``val_before`` or ``val_after`` of ``summary.json``).
+
+    Greedy: ``accuracy``, ``accuracy_by_type``, ``count``. Sampled, from ``val["sampled"]``:
+    ``sampled_accuracy``, ``sampled_accuracy_by_type``, ``pass_at_n``, ``pass_at_n_by_type`` and the raw
+    dict as ``sampled``; ``None`` (``{}`` per type) when the run had no sampled evaluation.
+    """
+    sampled = val.get("sampled")
+
+    def floats(mapping: dict[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in mapping.items()}
+
+    return {
+        "accuracy": float(val["accuracy"]), "accuracy_by_type": floats(val["accuracy_by_type"]),
+        "count": val.get("count"),
+        "sampled_accuracy": None if sampled is None else float(sampled["accuracy"]),
+        "sampled_accuracy_by_type": {} if sampled is None else floats(sampled["accuracy_by_type"]),
+        "pass_at_n": None if sampled is None else float(sampled["pass_at_n"]),
+        "pass_at_n_by_type": {} if sampled is None else floats(sampled["pass_at_n_by_type"]),
+        "sampled": sampled,
+    }
+
+
 def run_record(seed: int, run_dir: Path, rc: int, seconds: float, log_path: Path) -> dict[str, Any]:
     """The per-seed record of a finished run: read from its ``summary.json``, or the error."""
     record: dict[str, Any] = {
-        "seed": seed, "accuracy": None, "accuracy_by_type": {}, "wall_time_s": None, "steps": None,
-        "process_time_s": round(seconds, 1), "run_dir": str(run_dir), "log": str(log_path),
+        **blank_record(seed), "process_time_s": round(seconds, 1), "run_dir": str(run_dir), "log": str(log_path),
     }
     summaries = sorted(run_dir.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     if rc != 0 or not summaries:
@@ -171,33 +218,32 @@ def run_record(seed: int, run_dir: Path, rc: int, seconds: float, log_path: Path
         return record
     try:
         summary = json.loads(summaries[-1].read_text())
-        after, before = summary["val_after"], summary["val_before"]
         record.update({
-            "accuracy": float(after["accuracy"]),
-            "accuracy_by_type": {k: float(v) for k, v in after["accuracy_by_type"].items()},
-            "count": after.get("count"),
+            **held_out_fields(summary["val_after"]),
             "wall_time_s": summary.get("wall_time_s"),
             "steps": summary.get("steps"),
-            "val_before": {"accuracy": float(before["accuracy"]),
-                           "accuracy_by_type": {k: float(v) for k, v in before["accuracy_by_type"].items()},
-                           "count": before.get("count")},
-            # mean NDCG@1 of sampled answers and pass@n (eval_samples), kept raw: not in the tables yet
-            "sampled": after.get("sampled"),
-            "sampled_before": before.get("sampled"),
+            "val_before": held_out_fields(summary["val_before"]),
             "warm_start": summary.get("warm_start"),
             "summary": str(summaries[-1]),
         })
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         record["error"] = f"{summaries[-1]}: unreadable summary ({type(err).__name__}: {err})"
     return record
+
+
+# What must agree between runs that start from the same warm start: (label, overall key, per-type key).
+_WARM_START_KEYS = (("", "accuracy", "accuracy_by_type"),
+                    ("sampled ", "sampled_accuracy", "sampled_accuracy_by_type"))
 
 
 def warm_start_results(results: dict[str, list[dict[str, Any]]], order: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Warm-start-only records (``val_before``), one per seed, and the check that runs agree on it.
 
     The record of a seed comes from its first finished run in ``order``; every other run of the seed must
-    report the same ``val_before`` (same cached checkpoint, greedy decoding), and so should the seeds
-    between them (``seed_everything`` is not part of the warm start).
+    report the same ``val_before``, greedy and sampled (same cached checkpoint; greedy decoding, and
+    sampling seeded by ``eval_seed``), and so should the seeds between them (``seed_everything`` is part
+    of neither the warm start nor the sampled evaluation). Sampled scores are compared where both runs
+    have one.
     """
     per_seed: dict[int, dict[str, Any]] = {}
     mismatches: list[str] = []
@@ -210,17 +256,18 @@ def warm_start_results(results: dict[str, list[dict[str, Any]]], order: Sequence
             first = per_seed.get(seed)
             if first is None:
                 per_seed[seed] = {
-                    "seed": seed, "accuracy": before["accuracy"], "accuracy_by_type": before["accuracy_by_type"],
-                    "count": before.get("count"), "wall_time_s": (rec.get("warm_start") or {}).get("time_s"),
-                    "steps": 0, "from": name,
+                    **blank_record(seed), **before, "steps": 0, "from": name,
+                    "wall_time_s": (rec.get("warm_start") or {}).get("time_s"),
                 }
-            elif before["accuracy"] != first["accuracy"] or before["accuracy_by_type"] != first["accuracy_by_type"]:
-                mismatches.append(
-                    f"seed {seed}: {name} started at val_before {before['accuracy']:.4f}, "
-                    f"{first['from']} at {first['accuracy']:.4f}"
-                )
+                continue
+            for label, key, by_type in _WARM_START_KEYS:
+                if before.get(key) is None or first.get(key) is None:
+                    continue
+                if before[key] != first[key] or before.get(by_type) != first.get(by_type):
+                    mismatches.append(f"seed {seed}: {name} started at {label}val_before {before[key]:.4f}, "
+                                      f"{first['from']} at {first[key]:.4f}")
     records = [per_seed[s] for s in sorted(per_seed)]
-    values = {r["accuracy"] for r in records}
+    values = {(r["accuracy"], r.get("sampled_accuracy")) for r in records}
     check = {"consistent": not mismatches, "mismatches": mismatches, "same_across_seeds": len(values) <= 1}
     return records, check
 
@@ -247,11 +294,15 @@ class VariantSummary:
 
     Args:
         name: Variant name.
-        overall: Successful runs' overall accuracies, in seed order.
-        by_type: Per query type, the successful runs' accuracies.
+        overall: Successful runs' overall greedy accuracies, in seed order.
+        by_type: Per query type, the successful runs' greedy accuracies.
         failed: ``(seed, error)`` of the failed runs.
-        delta: Mean overall accuracy minus the baseline's (``None`` for the baseline itself or when
+        delta: Mean overall greedy accuracy minus the baseline's (``None`` for the baseline itself or when
             either has no successful run).
+        sampled: Overall sampled accuracies of the successful runs that have one, in seed order.
+        sampled_by_type: Per query type, their sampled accuracies.
+        pass_at_n: Their pass@n.
+        sampled_delta: As ``delta``, of the sampled accuracy.
     """
 
     name: str
@@ -259,10 +310,14 @@ class VariantSummary:
     by_type: dict[str, list[float]] = field(default_factory=dict)
     failed: list[tuple[int, str]] = field(default_factory=list)
     delta: float | None = None
+    sampled: list[float] = field(default_factory=list)
+    sampled_by_type: dict[str, list[float]] = field(default_factory=dict)
+    pass_at_n: list[float] = field(default_factory=list)
+    sampled_delta: float | None = None
 
 
 def summarise(results: dict[str, list[dict[str, Any]]], baseline: str = BASELINE) -> dict[str, VariantSummary]:
-    """Per-variant summaries in ``results`` order, with Δ of overall means vs ``baseline``."""
+    """Per-variant summaries in ``results`` order, with Δ of overall means (greedy and sampled) vs ``baseline``."""
     out: dict[str, VariantSummary] = {}
     for name, records in results.items():
         s = VariantSummary(name)
@@ -273,72 +328,187 @@ def summarise(results: dict[str, list[dict[str, Any]]], baseline: str = BASELINE
             s.overall.append(float(rec["accuracy"]))
             for qtype, acc in rec.get("accuracy_by_type", {}).items():
                 s.by_type.setdefault(qtype, []).append(float(acc))
+            if rec.get("sampled_accuracy") is None:
+                continue
+            s.sampled.append(float(rec["sampled_accuracy"]))
+            for qtype, acc in (rec.get("sampled_accuracy_by_type") or {}).items():
+                s.sampled_by_type.setdefault(qtype, []).append(float(acc))
+            if rec.get("pass_at_n") is not None:
+                s.pass_at_n.append(float(rec["pass_at_n"]))
         out[name] = s
     base = out.get(baseline)
-    if base is not None and base.overall:
-        base_mean = statistics.fmean(base.overall)
+    for values, delta in (("overall", "delta"), ("sampled", "sampled_delta")):
+        if base is None or not getattr(base, values):
+            continue
+        base_mean = statistics.fmean(getattr(base, values))
         for name, s in out.items():
-            if name != baseline and s.overall:
-                s.delta = statistics.fmean(s.overall) - base_mean
+            if name != baseline and getattr(s, values):
+                setattr(s, delta, statistics.fmean(getattr(s, values)) - base_mean)
     return out
 
 
-def query_types(summaries: dict[str, VariantSummary]) -> list[str]:
-    """Query types present in any summary: the canonical five first, then any other, sorted."""
-    seen = {t for s in summaries.values() for t in s.by_type}
+def query_types(summaries: dict[str, VariantSummary], sampled: bool = False) -> list[str]:
+    """Query types present in any summary (greedy, or ``sampled``): the canonical five first, then any
+    other, sorted."""
+    seen = {t for s in summaries.values() for t in (s.sampled_by_type if sampled else s.by_type)}
     return [t for t in QUERY_TYPES if t in seen] + sorted(seen - set(QUERY_TYPES))
 
 
-def markdown_table(summaries: dict[str, VariantSummary], baseline: str = BASELINE, digits: int = 3) -> str:
-    """One row per variant: runs, overall and per-type mean ± std, Δ overall vs ``baseline``."""
-    types = query_types(summaries)
-    head = ["variant", "runs", "overall", *types, f"Δ vs {baseline.upper()}"]
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    base_ok = baseline in summaries and bool(summaries[baseline].overall)
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows]) + "\n"
+
+
+def _runs_cell(s: VariantSummary) -> str:
+    runs = f"{len(s.overall)}/{len(s.overall) + len(s.failed)}"
+    if s.failed:
+        runs += " (failed: " + ", ".join(f"seed {seed}" for seed, _ in s.failed) + ")"
+    return runs
+
+
+def _delta_cell(name: str, values: Sequence[float], delta: float | None, baseline: str, digits: int,
+                no_values: str, no_base: str) -> str:
+    """Δ of a row: ``no_values`` without values of its own, ``—`` on the baseline's row, ``no_base``
+    when the baseline has none."""
+    if not values:
+        return no_values
+    if name == baseline:
+        return "—"
+    return no_base if delta is None else f"{delta:+.{digits}f}"
+
+
+def markdown_table(summaries: dict[str, VariantSummary], baseline: str = BASELINE, digits: int = 3) -> str:
+    """The greedy table: one row per variant, runs, overall and per-type mean ± std of greedy accuracy,
+    Δ overall vs ``baseline``."""
+    types = query_types(summaries)
+    rows = []
     for name, s in summaries.items():
-        total = len(s.overall) + len(s.failed)
-        runs = f"{len(s.overall)}/{total}"
-        if s.failed:
-            runs += " (failed: " + ", ".join(f"seed {seed}" for seed, _ in s.failed) + ")"
-        if name == WARM_START:
-            delta = f"{statistics.fmean(s.overall) - statistics.fmean(summaries[baseline].overall):+.{digits}f}" \
-                if base_ok and s.overall else "n/a"
-        elif name == baseline:
-            delta = "—" if s.overall else "n/a (all runs failed)"
-        elif s.delta is not None:
-            delta = f"{s.delta:+.{digits}f}"
-        else:
-            delta = "n/a (all runs failed)" if not s.overall else f"n/a ({baseline} failed or absent)"
+        delta = _delta_cell(name, s.overall, s.delta, baseline, digits, "n/a (all runs failed)",
+                            f"n/a ({baseline} failed or absent)")
         overall = format_mean_std(s.overall, digits) if s.overall else "**failed**"
-        cells = [name, runs, overall, *(format_mean_std(s.by_type.get(t, []), digits) for t in types), delta]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([name, _runs_cell(s), overall, *(format_mean_std(s.by_type.get(t, []), digits) for t in types),
+                     delta])
+    return _table(["variant", "runs", "overall", *types, f"Δ vs {baseline.upper()}"], rows)
+
+
+def sampled_table(summaries: dict[str, VariantSummary], baseline: str = BASELINE, digits: int = 3) -> str:
+    """The primary table: one row per variant, runs, sampled accuracy overall and per type (mean ± std),
+    pass@n, greedy overall beside, Δ of the sampled overall mean vs ``baseline``. A variant without a
+    sampled evaluation shows ``—`` in the sampled cells; one whose runs all failed, ``**failed**``."""
+    types = query_types(summaries, sampled=True)
+    base = summaries.get(baseline)
+    no_base = (f"n/a ({baseline} failed or absent)" if base is None or not base.overall
+               else f"n/a ({baseline}: no sampled)")
+    rows = []
+    for name, s in summaries.items():
+        if not s.overall:
+            rows.append([name, _runs_cell(s), "**failed**", *["—"] * len(types), "—", "**failed**",
+                         "n/a (all runs failed)"])
+            continue
+        sampled = format_mean_std(s.sampled, digits)
+        if s.sampled and len(s.sampled) < len(s.overall):
+            sampled += f" ({len(s.sampled)} runs)"
+        rows.append([name, _runs_cell(s), sampled,
+                     *(format_mean_std(s.sampled_by_type.get(t, []), digits) for t in types),
+                     format_mean_std(s.pass_at_n, digits), format_mean_std(s.overall, digits),
+                     _delta_cell(name, s.sampled, s.sampled_delta, baseline, digits, "—", no_base)])
+    head = ["variant", "runs", "sampled overall", *types, "pass@n", "greedy overall",
+            f"Δ sampled vs {baseline.upper()}"]
+    return _table(head, rows)
+
+
+def sampled_settings(results: dict[str, list[dict[str, Any]]]) -> dict[str, list[Any]]:
+    """The distinct settings of the sampled evaluations in ``results`` (before and after RL): ``samples``,
+    ``temperature``, ``top_p``, ``top_k``, ``count`` (queries), each a sorted list (empty when no run has
+    a sampled evaluation)."""
+    seen: dict[str, set[Any]] = {k: set() for k in ("samples", "temperature", "top_p", "top_k", "count")}
+    for records in results.values():
+        for rec in records:
+            for sampled in (rec.get("sampled"), (rec.get("val_before") or {}).get("sampled")):
+                for key, values in seen.items():
+                    if sampled and sampled.get(key) is not None:
+                        values.add(sampled[key])
+    return {k: sorted(v) for k, v in seen.items()}
 
 
 def _minutes(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+def _accuracy(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _setting(values: Sequence[Any]) -> str:
+    return " / ".join(map(str, values)) if values else "?"
+
+
+def metric_text(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The exact definition of the primary table's metric, with the settings the runs used."""
+    cfg = sampled_settings(results)
+    if not cfg["samples"]:
+        return ("No run has a sampled evaluation (`eval_samples: 0`): the sampled cells are —, and greedy "
+                "accuracy (NDCG@1 of the greedy answer) is the only score.\n")
+    top_k = "off" if cfg["top_k"] in ([], [0]) else _setting(cfg["top_k"])
+    return (
+        f"**Sampled accuracy** (primary): for each of the {_setting(cfg['count'])} held-out validation queries, "
+        f"n = {_setting(cfg['samples'])} answers sampled as the rollouts are (temperature "
+        f"{_setting(cfg['temperature'])}, top-p {_setting(cfg['top_p'])}, top-k {top_k}), each scored by NDCG@1 "
+        "(= accuracy on the candidate task: 1 when the chosen candidate is the held-out item, else 0); the score "
+        "is the mean over queries and samples. Per-type columns: the same over that type's queries. pass@n: share of "
+        "queries with at least one correct answer among their n samples. Greedy overall: NDCG@1 of the greedy "
+        "answer of the same checkpoint. Δ: sampled mean minus GRPO's. Sampling runs on its own stream seeded by "
+        "`eval_seed`, so one checkpoint always gets the same score.\n"
+    )
+
+
+def warm_start_text(doc: dict[str, Any]) -> str:
+    """What ``warm_start_check`` says: that every run started from the same warm start, or the warnings."""
+    check = doc.get("warm_start_check") or {}
+    runs = [rec for name, records in doc["results"].items() if name != WARM_START for rec in records
+            if rec.get("val_before")]
+    if check.get("mismatches"):
+        return "\n".join(["**WARNING: runs of the same seed started from different warm starts:**\n",
+                          *(f"- {m}" for m in check["mismatches"])]) + "\n"
+    if not check.get("same_across_seeds", True):
+        return "**WARNING: the warm start differs between seeds** (expected one shared checkpoint).\n"
+    if not runs or not check:
+        return ""
+    warm = (doc["results"].get(WARM_START) or [runs[0]["val_before"]])[0]
+    cached = sum(bool((rec.get("warm_start") or {}).get("cached")) for rec in runs)
+    return (
+        f"Every variant's before and after come from the same warm start: all {len(runs)} finished runs, of "
+        f"every variant and seed, report the same `val_before` (sampled {_accuracy(warm.get('sampled_accuracy'))}, "
+        f"greedy {_accuracy(warm.get('accuracy'))}; `warm_start_check` in ablation.json), and {cached} of them "
+        "loaded it from the cache the warm-up filled.\n"
+    )
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
-    """``ablation.md``: context (machine, command, budget), the table, failures and warnings."""
+    """``ablation.md``: context (machine, command, budget), the sampled and greedy tables, the warm-start
+    check, failures."""
     settings, machine = doc["settings"], doc["machine"]
     summaries = summarise(doc["results"])
     parts = [
         "# ReRec ablation on the embedded synthetic world\n",
-        f"Held-out accuracy (NDCG@1 on the validation split, greedy decoding) after {settings['steps']} RL "
-        f"steps, mean ± sample std over seeds {settings['seeds']}. `warm_start` is the shared warm-start "
-        "checkpoint before RL (`val_before`).\n",
+        f"Held-out accuracy after {settings['steps']} RL steps (`val_after`), mean ± sample std over seeds "
+        f"{settings['seeds']}. `warm_start` is the shared warm-start checkpoint before RL (`val_before`), the "
+        "start of every variant.\n",
         f"- command: `{doc['command']}`",
         f"- machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, {machine['platform']}",
         f"- runs in parallel: {settings['jobs']}; total time: {_minutes(settings.get('total_time_s'))}\n",
+        warm_start_text(doc),
+        "## Sampled accuracy (primary)\n",
+        metric_text(doc["results"]),
+        sampled_table(summaries),
+    ]
+    if any(s.overall and not s.sampled for s in summaries.values()):
+        parts.append("—: no sampled evaluation in these runs (`eval_samples: 0`).\n")
+    parts += [
+        "## Greedy accuracy per query type\n",
+        "Held-out NDCG@1 of the greedy answer, overall and per query type; Δ: greedy mean minus GRPO's.\n",
         markdown_table(summaries),
     ]
-    check = doc.get("warm_start_check", {})
-    if check.get("mismatches"):
-        parts.append("**WARNING: runs of the same seed started from different warm starts:**\n")
-        parts += [f"- {m}" for m in check["mismatches"]] + [""]
-    elif check and not check.get("same_across_seeds", True):
-        parts.append("**WARNING: the warm start differs between seeds** (expected one shared checkpoint).\n")
     failed = [(name, seed, err) for name, s in summaries.items() for seed, err in s.failed]
     if failed:
         parts.append("## Failed runs\n")
@@ -354,8 +524,20 @@ _COLOURS = {WARM_START: "#bdbdbd", BASELINE: "#e6550d", "rloo": "#fdae6b", "rein
 _ABLATION_COLOUR = "#6baed6"
 
 
+def _bars(ax: Any, x: float, values: Sequence[float], colour: str, width: float, **style: Any) -> float:
+    """One bar at ``x``: mean of ``values``, error bar = sample std, dots = the values; returns its top."""
+    mean, std = mean_std(values)
+    ax.bar(x, mean, width, color=colour, edgecolor="black", linewidth=0.8, zorder=2, **style)
+    ax.errorbar(x, mean, yerr=std, color="black", capsize=4, linewidth=1.2, zorder=3)
+    spread = 0.35 * width
+    offsets = [0.0] if len(values) == 1 else [-spread + 2 * spread * i / (len(values) - 1) for i in range(len(values))]
+    ax.scatter([x + o for o in offsets], values, s=14, color="black", zorder=4)
+    return max(mean + std, *values)
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
-    """Bar chart of overall accuracy per variant (error bars = sample std, dots = seeds), written atomically."""
+    """Per variant, sampled accuracy (solid bar, the headline) and greedy accuracy (lighter hatched bar
+    beside it); error bars = sample std over seeds, dots = seeds. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,44 +546,52 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
     summaries = summarise(doc["results"])
     names = list(summaries)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(names) + 2), 5.2), dpi=120)
-    top = 0.05
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(names) + 2), 5.4), dpi=120)
+    top, width = 0.05, 0.38
+    greedy_style = {"alpha": 0.45, "hatch": ".."}
     for x, name in enumerate(names):
         s = summaries[name]
         colour = _COLOURS.get(name, _ABLATION_COLOUR)
         if not s.overall:
             ax.text(x, 0.01, "failed", ha="center", va="bottom", color="red", fontweight="bold", rotation=90)
             continue
-        mean, std = mean_std(s.overall)
-        ax.bar(x, mean, 0.7, color=colour, edgecolor="black", linewidth=0.8,
-               hatch="//" if name == WARM_START else None, zorder=2)
-        ax.errorbar(x, mean, yerr=std, color="black", capsize=5, linewidth=1.2, zorder=3)
-        offsets = [0.0] if len(s.overall) == 1 else [-0.18 + 0.36 * i / (len(s.overall) - 1) for i in range(len(s.overall))]
-        ax.scatter([x + o for o in offsets], s.overall, s=16, color="black", zorder=4)
-        label = f"{mean:.3f}" + (f"\n{len(s.overall)}/{len(s.overall) + len(s.failed)} runs" if s.failed else "")
-        peak = max(mean + std, *s.overall)
-        ax.text(x, peak + 0.01, label, ha="center", va="bottom", fontsize=9)
-        top = max(top, peak)
+        greedy_top = _bars(ax, x + width / 2, s.overall, colour, width, **greedy_style)
+        ax.text(x + width / 2, greedy_top + 0.01, f"{statistics.fmean(s.overall):.3f}", ha="center", va="bottom",
+                fontsize=7, color="#444444")
+        if s.sampled:
+            peak = _bars(ax, x - width / 2, s.sampled, colour, width)
+            label = f"{statistics.fmean(s.sampled):.3f}"
+        else:
+            peak, label = 0.0, "no\nsampled"
+        if s.failed:
+            label += f"\n{len(s.overall)}/{len(s.overall) + len(s.failed)} runs"
+        ax.text(x - width / 2, peak + 0.01, label, ha="center", va="bottom", fontsize=8, fontweight="bold")
+        top = max(top, peak, greedy_top)
     base = summaries.get(BASELINE)
-    if base is not None and base.overall:
-        ax.axhline(statistics.fmean(base.overall), color=_COLOURS[BASELINE], linestyle="--", linewidth=1, zorder=1)
+    if base is not None and base.sampled:
+        ax.axhline(statistics.fmean(base.sampled), color=_COLOURS[BASELINE], linestyle="--", linewidth=1, zorder=1)
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_ylim(0, min(1.05, top * 1.4 + 0.03))  # headroom for the legend row above the bars
-    ax.set_ylabel("held-out accuracy (NDCG@1)")
+    ax.set_ylim(0, min(1.05, top * 1.45 + 0.03))  # headroom for the legend rows above the bars
+    ax.set_ylabel("held-out accuracy (NDCG@1)\nmean ± sample std over seeds; dots = seeds")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     settings, machine = doc["settings"], doc["machine"]
+    cfg = sampled_settings(doc["results"])
+    sampling = (f"sampled: n = {_setting(cfg['samples'])}, temperature {_setting(cfg['temperature'])}"
+                if cfg["samples"] else "no sampled evaluation")
     ax.set_title(
-        f"ReRec ablation, embedded world: {settings['steps']} RL steps, {len(settings['seeds'])} seed(s)\n"
+        f"ReRec ablation, embedded world: {settings['steps']} RL steps, {len(settings['seeds'])} seed(s); {sampling}\n"
         f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}", fontsize=10,
     )
     ax.legend(handles=[
-        Patch(facecolor=_COLOURS[WARM_START], hatch="//", edgecolor="black", label="warm start (before RL)"),
-        Patch(facecolor=_COLOURS[BASELINE], edgecolor="black", label="GRPO (dashed line = its mean)"),
+        Patch(facecolor="white", edgecolor="black", label="solid: sampled accuracy (n per query)"),
+        Patch(facecolor="white", edgecolor="black", label="light, dotted: greedy accuracy", **greedy_style),
+        Patch(facecolor=_COLOURS[WARM_START], edgecolor="black", label="warm start (before RL)"),
+        Patch(facecolor=_COLOURS[BASELINE], edgecolor="black", label="GRPO (dashed: its sampled mean)"),
         Patch(facecolor=_COLOURS["rloo"], edgecolor="black", label="other baselines"),
         Patch(facecolor=_COLOURS["rerec"], edgecolor="black", label="ReRec"),
         Patch(facecolor=_ABLATION_COLOUR, edgecolor="black", label="ReRec ablations"),
-    ], fontsize=8, loc="upper center", ncol=3, framealpha=0.9)
+    ], fontsize=7, loc="upper center", ncol=3, framealpha=0.9)
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png.tmp") as tmp:
@@ -460,7 +650,8 @@ def default_steps() -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("What it reports"):],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help=f"1 seed ({QUICK_SEEDS[0]}) and {QUICK_STEPS} RL steps unless --seeds/--steps say otherwise")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
@@ -527,16 +718,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 try:
                     record = future.result()
                 except Exception as err:  # the runner's own failure (e.g. disk): keep the run as failed
-                    record = {"seed": seed, "accuracy": None, "accuracy_by_type": {}, "wall_time_s": None,
-                              "steps": None, "error": f"runner: {type(err).__name__}: {err}"}
+                    record = {**blank_record(seed), "error": f"runner: {type(err).__name__}: {err}"}
                 results[variant].append(record)  # only this thread touches results and the files
                 write_outputs(out, document(machine, command, settings, results), chart=False)
                 if record.get("error"):
                     print(f"[{done}/{len(jobs)}] {variant} seed {seed}: FAILED: {record['error']}", flush=True)
                 else:
-                    print(f"[{done}/{len(jobs)}] {variant} seed {seed}: NDCG@1 {record['accuracy']:.3f} "
-                          f"(before RL {record['val_before']['accuracy']:.3f}) in {record['process_time_s']:.0f} s",
-                          flush=True)
+                    before = record["val_before"]
+                    print(f"[{done}/{len(jobs)}] {variant} seed {seed}: NDCG@1 sampled "
+                          f"{_accuracy(record['sampled_accuracy'])}, greedy {record['accuracy']:.3f} (before RL: "
+                          f"{_accuracy(before['sampled_accuracy'])}, {before['accuracy']:.3f}) in "
+                          f"{record['process_time_s']:.0f} s", flush=True)
         except KeyboardInterrupt:  # Ctrl-C also stops the running fits; start no new one
             for future in futures:
                 future.cancel()
@@ -548,7 +740,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"WARNING: warm start mismatch: {mismatch}", file=sys.stderr, flush=True)
     if not doc["warm_start_check"]["same_across_seeds"]:
         print("WARNING: the warm start differs between seeds", file=sys.stderr, flush=True)
-    print(markdown_table(summarise(doc["results"])), flush=True)
+    summaries = summarise(doc["results"])
+    print(f"sampled accuracy:\n{sampled_table(summaries)}\ngreedy accuracy:\n{markdown_table(summaries)}", flush=True)
     print(f"written: {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", flush=True)
     return doc
 

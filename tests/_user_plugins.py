@@ -1,11 +1,14 @@
-"""A user's own reward component and rollout engine, outside the ``rerec`` package: what ``class_path``
-in a config can name."""
+"""A user's own reward component, rollout engines and callbacks, outside the ``rerec`` package: what
+``class_path`` in a config can name (the last two also inject faults for the reliability drills)."""
 
 from __future__ import annotations
 
+import os
+import signal as signal_module
 from collections.abc import Sequence
 
 import torch
+from lightning.pytorch import Callback
 
 from rerec.rl.engines import HFGenerateEngine
 from rerec.rl.reward_components import AnswerBatch, RewardComponent
@@ -61,3 +64,45 @@ class RaggedEngine(CountingEngine):
             prompt_length=p, completion_ids=ids, completion_mask=mask, truncated=out.truncated,
             texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
         )
+
+
+class PoisonedLogProbs(HFGenerateEngine):
+    """Generates normally, then makes the policy's logits NaN until the next generation, in the RL steps
+    ``steps`` (1-based; counted by training rollouts, so run with ``eval_samples: 0``): every training
+    log-prob of those steps is NaN, as with a numerically unstable model."""
+
+    def __init__(self, steps: list[int] | None = None) -> None:
+        self.steps = set(steps if steps is not None else [2])
+        self.rollout_calls = 0
+        self.poisoned = False
+
+    def setup(self, policy: torch.nn.Module, tokenizer) -> None:
+        super().setup(policy, tokenizer)
+        policy.register_forward_hook(self._poison)
+
+    def _poison(self, module: torch.nn.Module, args, output):
+        if self.poisoned:
+            output.logits = output.logits * float("nan")
+        return output
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
+        self.poisoned = False
+        out = super().generate(prompt_ids, config, num_generations, greedy)
+        if not greedy:
+            self.rollout_calls += 1
+            self.poisoned = self.rollout_calls in self.steps
+        return out
+
+
+class SignalAt(Callback):
+    """Sends ``signal`` (a name: ``SIGTERM``, ``SIGINT``, ``SIGKILL``) to this process ``times`` times in a
+    row when RL step ``step`` (1-based) starts, as an operator or a scheduler would."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM", times: int = 1) -> None:
+        self.step, self.signal, self.times = step, signal, times
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if pl_module.stats.rl_steps + 1 == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), getattr(signal_module, self.signal))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def test_latin1_line_falls_back_and_utf8_line_stays(tmp_path: Path) -> None:
         ("1::A (1990)::Drama\nx2::B (1991)::Drama\n", 2, "MovieID"),
         ("1::A (1990)::Drama\n\n1::B (1991)::Drama\n", 3, "MovieID"),
         ("1::A (1990)\n", 1, None),
+        ("1::A (1990)::Drama\n2::B: Part::Two (1991)::Drama\n", 2, None),  # an extra field, not a longer title
         ("1:: ::Drama\n", 1, "Title"),
     ],
 )
@@ -123,3 +125,34 @@ def test_ratings_large_file_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(r.user_ids, cols[0]) and np.array_equal(r.item_ids, cols[1])
     assert np.array_equal(r.ratings, cols[2].astype(np.float32))
     assert np.array_equal(r.timestamps, cols[3])
+
+
+def test_skip_mode_counts_and_skips_bad_dat_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    movies, users, ratings = tmp_path / "movies.dat", tmp_path / "users.dat", tmp_path / "ratings.dat"
+    movies.write_text("1::A (1990)::Drama\n2::B (1991)::Drama::extra\nx3::C (1992)::Drama\n1::D (1993)::Drama\n4::E (1994)::\n")
+    users.write_text("1::F::1::10::48067\n2::M::old::16::70072\n3::M::25::15\n")
+    ratings.write_text("1::1::5::100\n1::2::x::101\n2::4::3::102\n2::4::3\n")
+    with pytest.raises(RecBenchFormatError, match=r"movies.dat:2: expected 3 '::'-separated fields"):
+        read_movies(movies)
+    stats: dict = {}
+    with caplog.at_level(logging.WARNING, logger="rerec.data"):
+        assert [(i.item_id, i.title) for i in read_movies(movies, on_error="skip", stats=stats).values()] == [
+            (1, "A (1990)"), (4, "E (1994)")]
+    assert stats["lines"] == 2 and stats["skipped_lines"] == 3 and len(stats["skips"]) == 3
+    assert "movies.dat:2: expected 3" in stats["skips"][0] and "duplicate id 1" in stats["skips"][2]
+    assert sum("skipped line" in r.getMessage() for r in caplog.records) == 3
+    assert list(read_users(users, on_error="skip", stats=stats)) == [1] and stats["skipped_lines"] == 2
+    table = read_ratings(ratings, on_error="skip", stats=stats)
+    assert table.item_ids.tolist() == [1, 4] and stats["skipped_lines"] == 2
+    with pytest.raises(ValueError, match="on_error"):
+        read_movies(movies, on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_many_skipped_lines_are_summarised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ratings.dat"
+    path.write_text("".join(f"1::{i}::x::1\n" for i in range(30)) + "1::1::4::1\n")
+    stats: dict = {}
+    with caplog.at_level(logging.WARNING, logger="rerec.data"):
+        assert len(read_ratings(path, on_error="skip", stats=stats)) == 1
+    assert stats["skipped_lines"] == 30 and len(stats["skips"]) == 20
+    assert "30 malformed lines skipped in all" in caplog.records[-1].getMessage()

@@ -380,3 +380,27 @@ def test_custom_tokenizer_beside_a_qwen2_config_keeps_its_token_ids(tmp_path: Pa
     _, loaded = load_policy(_lora_cfg(folder))
     text = "Tom Hanks's film  about an island (1994)"
     assert loaded(text)["input_ids"] == tok(text)["input_ids"]
+
+
+def test_a_hub_name_warns_without_revision_and_never_downloads_offline(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HF_HUB_OFFLINE=1 (tests/conftest.py): a model missing from the cache is a clear error, and no
+    connection is even attempted."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a connection was attempted while HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with caplog.at_level(logging.WARNING, logger="rerec.rl.policy_loading"):
+        with pytest.raises(OSError, match=r"'rerec-tests/no-such-model' \(revision 0123abc\) is not in the local"):
+            load_policy(ModelConfig("rerec-tests/no-such-model", mode="full", revision="0123abc"))
+        assert "without model.revision" not in caplog.text
+        with pytest.raises(OSError, match="HF_HUB_OFFLINE=1 forbids downloading"):
+            load_policy(ModelConfig("rerec-tests/no-such-model", mode="full"))
+        assert "'rerec-tests/no-such-model' is a Hugging Face hub name without model.revision" in caplog.text
+        caplog.clear()
+        load_policy(ModelConfig(str(tiny_dir), mode="full", gradient_checkpointing=False))  # a local folder
+        assert "model.revision" not in caplog.text

@@ -118,3 +118,19 @@ def test_warm_start_cache_survives_a_moved_folder(tmp_path: Path) -> None:
     model, _ = policy_probe.build(str(REPO / "configs/tiny.yaml"),
                                   [*common, f"--model.init_args.warm_start.cache_dir={tmp_path / 'b'}"])
     assert model.summary["warm_start"]["cached"] is True
+
+
+def test_headline_is_sampled_accuracy_with_pass_at_n_and_greedy_beside() -> None:
+    from rerec.rl.evaluation import headline, headline_line
+
+    sampled = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "samples": 16, "count": 150}
+    before = {"accuracy": 0.5, "count": 150, "sampled": {**sampled, "accuracy": 0.25, "pass_at_n": 0.6}}
+    after = {"accuracy": 0.52, "count": 150, "sampled": {**sampled, "accuracy": 0.4, "pass_at_n": 0.7}}
+    h = headline(before, after)
+    assert h["metric"] == "sampled held-out accuracy" and h["change"] == pytest.approx(0.15)
+    assert h["pass_at_n"] == {"n": 16, "before": 0.6, "after": 0.7}
+    assert h["greedy"]["change"] == pytest.approx(0.02) and "16 samples of each of 150" in h["definition"]
+    assert headline_line(h) == ("sampled held-out accuracy 0.250 -> 0.400 (+0.150); pass@16 0.600 -> 0.700; "
+                                "greedy 0.500 -> 0.520")
+    plain = headline({"accuracy": 0.5, "count": 150}, {"accuracy": 0.45, "count": 150})
+    assert plain["metric"] == "greedy held-out accuracy" and plain["change"] == pytest.approx(-0.05)

@@ -423,7 +423,7 @@ def test_fact_checker_prefers_an_exact_title_to_a_longer_fuzzy_span() -> None:
     from rerec.data.records import Item
 
     items = [Item(1, "Quiet Cathedral, The (1992)", ("Drama",)),
-             Item(5, "Meadow of the Quiet Cathedral (1975)", ("Drama",))]
+             Item(5, "Meadow of the Quiet Cathedral (1992)", ("Drama",))]  # same year: the matcher's year rule passes
     matcher = TitleMatcher(items, threshold=0.8)
     assert matcher.match("Recall The Quiet Cathedral (1992)").item_id == 5  # the trap
     checker = FactChecker(matcher.match, {1: {("Directed_by", "Ann Lee")}, 5: {("Directed_by", "Bo Chen")}})
@@ -431,7 +431,7 @@ def test_fact_checker_prefers_an_exact_title_to_a_longer_fuzzy_span() -> None:
     found = checker.contradictions("Recall The Quiet Cathedral (1992): director Bo Chen.")
     assert [(c.item_id, c.value) for c in found] == [(1, "Bo Chen")]
     # with only a fuzzy reading available, the longest span is still used
-    assert checker.item_mentions("Meadow of the Quiet Cathedrals (1975)")[0][2] == 5
+    assert checker.item_mentions("Meadow of the Quiet Cathedrals (1992)")[0][2] == 5
 
 
 def _equally_wrong() -> list[Rollout]:

@@ -379,3 +379,53 @@ def test_real_demographics_sample(recbench_dir: Path, tmp_path: Path) -> None:
     # Every truth id is among the group's top-10 list of the record (the release built them from it).
     for q in release.queries:
         assert set(q.truth_item_ids) <= set(q.extra["top_item_ids"]), q.query_id
+
+
+def test_dat_lines_follow_on_error(tmp_path: Path) -> None:
+    folder = write_release(tmp_path)
+    (folder / "movies.dat").write_text(MOVIES + "77::Extra (1999)::Drama::oops\n")
+    with pytest.raises(RecBenchFormatError, match=r"movies.dat:7: expected 3 '::'-separated fields"):
+        load_release(tmp_path)
+    release = load_release(tmp_path, on_error="skip")
+    assert 77 not in release.items and len(release.items) == 6
+    assert release.stats["dat_files"]["movies.dat"]["skipped_lines"] == 1
+    assert release.stats["dat_files"]["users.dat"]["skipped_lines"] == 0
+
+
+def test_empty_catalog_is_an_error(tmp_path: Path) -> None:
+    folder = write_release(tmp_path)
+    (folder / "movies.dat").write_text("\n")
+    with pytest.raises(RecBenchFormatError, match="movies.dat: the catalog holds no item"):
+        load_release(tmp_path)
+    bare = write_release(tmp_path / "bare", {"ExplicitQuery.json": [{**EXPLICIT, "movieSubset": [], "movieSubsetId": []}]})
+    (bare / "movies.dat").unlink()  # the catalog comes from the query files, which name no title
+    with pytest.raises(RecBenchFormatError, match="no movies.dat and the query files name no title"):
+        load_release(tmp_path / "bare")
+
+
+def test_no_query_file_is_an_error(tmp_path: Path) -> None:
+    write_release(tmp_path, {})
+    with pytest.raises(FileNotFoundError, match="holds no query file: expected at least one of"):
+        load_release(tmp_path)
+
+
+@pytest.mark.parametrize("users", [None, "", "\n"])
+def test_missing_or_empty_users_and_empty_query_lists_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, users: str | None
+) -> None:
+    folder = write_release(tmp_path, {"ExplicitQuery.json": [EXPLICIT], "ImplicitQuery.json": []})
+    if users is None:
+        (folder / "users.dat").unlink()
+    else:
+        (folder / "users.dat").write_text(users)
+    with caplog.at_level(logging.WARNING):  # the default level: what a user sees
+        release = load_release(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert release.users == {} and len(release.queries) == 1
+    assert any(("no users.dat" if users is None else "users.dat holds no user") in w for w in warnings)
+    assert any("ImplicitQuery.json holds no records" in w for w in warnings)
+    write_release(tmp_path, {"ExplicitQuery.json": []})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert load_release(tmp_path).queries == []
+    assert any("no query was read" in r.getMessage() for r in caplog.records)

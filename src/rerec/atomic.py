@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 @contextmanager
@@ -43,7 +43,9 @@ def _umask() -> int:
     return mask
 
 
-def _write(path: str | Path, mode: str, write: Callable[[IO[Any]], None], **open_kwargs: Any) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "wb", **open_kwargs: Any) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, flush it to disk, rename it onto ``path``
+    (e.g. ``atomic_write(path, lambda fh: torch.save(obj, fh))``)."""
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
         write(fh)
         fh.flush()
@@ -52,12 +54,12 @@ def _write(path: str | Path, mode: str, write: Callable[[IO[Any]], None], **open
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically (``\\n`` line endings on every platform)."""
-    _write(path, "w", lambda fh: fh.write(text), encoding=encoding, newline="\n")
+    atomic_write(path, lambda fh: fh.write(text), "w", encoding=encoding, newline="\n")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    _write(path, "wb", lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any, **dump_kwargs: Any) -> None:

@@ -12,6 +12,7 @@ Nothing here trusts the text: unbalanced braces, empty boxes, empty lists and ju
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from rerec.data.matching import strip_wrapping_quotes
@@ -20,6 +21,8 @@ BOX_OPEN = "\\boxed{"
 TITLE_SEPARATOR = ";"
 SEP = "[SEP]"
 MAX_ANSWER_CHARS = 2000  # a box (or a [SEP] list) longer than this is junk, not an answer
+_BOX_OPEN_RE = re.compile(re.escape(BOX_OPEN))
+_BRACE_RE = re.compile(r"[{}]")
 AnswerFormat = Literal["boxed", "sep"]
 ANSWER_FORMATS: tuple[str, ...] = ("boxed", "sep")
 
@@ -29,19 +32,23 @@ def last_boxed_span(text: str) -> tuple[int, int] | None:
 
     Several boxes: the last one wins (the model may draft, then correct itself). Braces inside the box
     must balance; a box that is never closed does not count (an earlier, complete one is used).
+    One pass over the braces matches each ``{`` with its ``}`` (linear in the text's length: scanning
+    forward from every unclosed box instead would be quadratic on hostile text).
     """
-    start = text.rfind(BOX_OPEN)
-    while start != -1:
-        depth, i = 1, start + len(BOX_OPEN)
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            return start, i
-        start = text.rfind(BOX_OPEN, 0, start)
+    starts = [m.start() for m in _BOX_OPEN_RE.finditer(text)]
+    if not starts:
+        return None
+    closes: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            closes[stack.pop()] = m.start()
+    for start in reversed(starts):
+        end = closes.get(start + len(BOX_OPEN) - 1)
+        if end is not None:
+            return start, end + 1
     return None
 
 

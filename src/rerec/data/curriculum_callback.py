@@ -45,6 +45,7 @@ class CurriculumCallback(L.Callback):
         if ctl is None or stats is None:
             return
         ctl.report(stats.query_ids, stats.mean_ndcg, stats.reward_std)
+        _share_history(ctl, pl_module)
         pl_module.log_dict({k: float(v) for k, v in ctl.metrics().items()}, on_step=True, on_epoch=False,
                            batch_size=len(stats.query_ids))
 
@@ -52,10 +53,12 @@ class CurriculumCallback(L.Callback):
         ctl = curriculum_of(trainer)
         if ctl is not None and ctl.on_epoch_end(trainer):
             pl_module.log_dict({k: float(v) for k, v in ctl.metrics().items()})
+            _share_history(ctl, pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Put the schedule's history into the module's run summary, when it keeps one."""
-        ctl = curriculum_of(trainer)
-        summary = getattr(pl_module, "summary", None)
-        if ctl is not None and isinstance(summary, dict):
-            summary["curriculum"] = ctl.history
+
+def _share_history(ctl, pl_module: L.LightningModule) -> None:
+    """Keep the schedule's history in the module's run summary, when it keeps one (so a summary written
+    at any point, an interrupted run's included, holds it)."""
+    summary = getattr(pl_module, "summary", None)
+    if isinstance(summary, dict):
+        summary["curriculum"] = ctl.history

@@ -4,16 +4,19 @@
 All three use ``::`` as the field separator. The release mixes encodings: most lines are UTF-8, some
 characters were already replaced by U+FFFD, and the original MovieLens files are latin-1. Each line is
 decoded as UTF-8 first and falls back to latin-1 (which never fails), so every line reads and no byte
-is silently dropped. Malformed lines raise :class:`RecBenchFormatError` naming the file, the 1-based line
-number and the field.
+is silently dropped. Malformed lines (a line with a field too many or too few, a non-integer id, an empty
+title, a duplicate id) raise :class:`RecBenchFormatError` naming the file, the 1-based line number and
+the field; with ``on_error="skip"`` they are skipped instead, logged at WARNING and counted in ``stats``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,6 +24,10 @@ from rerec.data.records import Interactions, Item, User
 
 SEPARATOR = "::"
 PathLike = str | os.PathLike[str]
+OnError = Literal["raise", "skip"]
+MAX_LOGGED_LINE_SKIPS = 20  # skipped lines logged one by one; the count is always complete
+
+logger = logging.getLogger("rerec.data")
 
 
 class RecBenchFormatError(ValueError):
@@ -78,6 +85,34 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, decode_line(raw)
 
 
+class _BadLines:
+    """What a reader does with a malformed line: raise its error, or skip it (``on_error="skip"``: the
+    first :data:`MAX_LOGGED_LINE_SKIPS` logged one by one, all counted; ``stats`` gets ``lines``,
+    ``skipped_lines`` and the first errors as ``skips``)."""
+
+    def __init__(self, path: Path, on_error: OnError, stats: dict[str, Any] | None) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.path, self.on_error, self.stats = path, on_error, stats
+        self.skipped: list[str] = []
+        self.count = 0
+
+    def handle(self, error: RecBenchFormatError) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.count += 1
+        if self.count <= MAX_LOGGED_LINE_SKIPS:
+            logger.warning("skipped line: %s", error)
+            self.skipped.append(str(error))
+
+    def finish(self, rows: int) -> None:
+        if self.count > MAX_LOGGED_LINE_SKIPS:
+            logger.warning("%s: %d malformed lines skipped in all (the first %d are logged above)",
+                           self.path, self.count, MAX_LOGGED_LINE_SKIPS)
+        if self.stats is not None:
+            self.stats.update(lines=rows, skipped_lines=self.count, skips=self.skipped)
+
+
 def _int(path: Path, line: int, field: str, text: str) -> int:
     try:
         return int(text)
@@ -96,76 +131,97 @@ def _fields(path: Path, line: int, text: str, names: tuple[str, ...]) -> list[st
     return parts
 
 
-def read_movies(path: PathLike) -> dict[int, Item]:
+MOVIE_FIELDS = ("MovieID", "Title", "Genres")
+
+
+def read_movies(path: PathLike, *, on_error: OnError = "raise", stats: dict[str, Any] | None = None) -> dict[int, Item]:
     """Read ``MovieID::Title (Year)::Genre1|Genre2`` lines into ``{item_id: Item}`` (file order).
 
     Titles are kept exactly as written (``"Breakfast Club, The (1985)"``); an empty genre field gives
-    ``genres=()``. A title containing ``::`` is kept whole (the id is the first field, the genres the
-    last). Duplicate ids are an error.
+    ``genres=()``. A line with more (or fewer) than three ``::``-separated fields is malformed — an
+    extra field is reported, never folded into the title — and so is a duplicate id (the first line
+    with the id is kept when skipping).
+
+    Args:
+        path: The ``.dat`` file.
+        on_error: ``"raise"`` :class:`RecBenchFormatError` on a malformed line, or ``"skip"`` it (logged).
+        stats: Dict updated with ``lines`` (items read), ``skipped_lines`` and ``skips`` (first errors).
     """
     path = Path(path)
+    bad = _BadLines(path, on_error, stats)
     items: dict[int, Item] = {}
     for line, text in _lines(path):
-        head, sep, rest = text.partition(SEPARATOR)
-        title, sep2, genres = rest.rpartition(SEPARATOR)
-        if not sep or not sep2:
-            raise RecBenchFormatError(
-                path, f"expected 'MovieID::Title::Genres', got {text!r}", line=line
-            )
-        item_id = _int(path, line, "MovieID", head.strip())
-        title = title.strip()
-        if not title:
-            raise RecBenchFormatError(path, "empty title", line=line, field="Title")
-        if item_id in items:
-            raise RecBenchFormatError(path, f"duplicate id {item_id}", line=line, field="MovieID")
+        try:
+            head, title, genres = _fields(path, line, text, MOVIE_FIELDS)
+            item_id = _int(path, line, "MovieID", head.strip())
+            title = title.strip()
+            if not title:
+                raise RecBenchFormatError(path, "empty title", line=line, field="Title")
+            if item_id in items:
+                raise RecBenchFormatError(path, f"duplicate id {item_id}", line=line, field="MovieID")
+        except RecBenchFormatError as error:
+            bad.handle(error)
+            continue
         genre_tuple = tuple(g.strip() for g in genres.split("|") if g.strip())
         items[item_id] = Item(item_id=item_id, title=title, genres=genre_tuple)
+    bad.finish(len(items))
     return items
 
 
 USER_FIELDS = ("UserID", "Gender", "Age", "Occupation", "Zip")
 
 
-def read_users(path: PathLike) -> dict[int, User]:
+def read_users(path: PathLike, *, on_error: OnError = "raise", stats: dict[str, Any] | None = None) -> dict[int, User]:
     """Read ``UserID::Gender::Age::Occupation::Zip`` lines into ``{user_id: User}`` (file order).
 
     Age and occupation stay the MovieLens codes (ints); the zip code stays a string (``"55117-1234"``
-    occurs). Duplicate ids are an error.
+    occurs). Duplicate ids are an error. ``on_error`` and ``stats`` as for :func:`read_movies`.
     """
     path = Path(path)
+    bad = _BadLines(path, on_error, stats)
     users: dict[int, User] = {}
     for line, text in _lines(path):
-        uid, gender, age, occupation, zip_code = _fields(path, line, text, USER_FIELDS)
-        user_id = _int(path, line, "UserID", uid.strip())
-        if user_id in users:
-            raise RecBenchFormatError(path, f"duplicate id {user_id}", line=line, field="UserID")
-        users[user_id] = User(
-            user_id=user_id,
-            gender=gender.strip(),
-            age=_int(path, line, "Age", age.strip()),
-            occupation=_int(path, line, "Occupation", occupation.strip()),
-            zip_code=zip_code.strip(),
-        )
+        try:
+            uid, gender, age, occupation, zip_code = _fields(path, line, text, USER_FIELDS)
+            user_id = _int(path, line, "UserID", uid.strip())
+            if user_id in users:
+                raise RecBenchFormatError(path, f"duplicate id {user_id}", line=line, field="UserID")
+            user = User(
+                user_id=user_id,
+                gender=gender.strip(),
+                age=_int(path, line, "Age", age.strip()),
+                occupation=_int(path, line, "Occupation", occupation.strip()),
+                zip_code=zip_code.strip(),
+            )
+        except RecBenchFormatError as error:
+            bad.handle(error)
+            continue
+        users[user_id] = user
+    bad.finish(len(users))
     return users
 
 
 RATING_FIELDS = ("UserID", "ItemID", "Rating", "Timestamp")
 
 
-def read_ratings(path: PathLike) -> Interactions:
+def read_ratings(path: PathLike, *, on_error: OnError = "raise", stats: dict[str, Any] | None = None) -> Interactions:
     """Read ``UserID::ItemID::Rating::Timestamp`` lines into :class:`Interactions` (file order).
 
     Ids and timestamps are int64, ratings float32 (``4`` and ``4.5`` both read). The whole file is
     parsed by numpy in one call (timing: docs/performance.md). When that fast path sees anything
-    irregular, the file is re-read line by line so that the error names the line and the field.
+    irregular, the file is re-read line by line so that the error names the line and the field (or,
+    with ``on_error="skip"``, the malformed lines are skipped and counted in ``stats`` as for
+    :func:`read_movies`).
     """
     path = Path(path)
+    bad = _BadLines(path, on_error, stats)
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     table = _ratings_fast(data)
     if table is None:
-        table = _ratings_slow(path, data)  # raises with the line number, or parses odd spacing
+        table = _ratings_slow(path, data, bad)  # raises with the line number, or parses odd spacing
+    bad.finish(len(table))
     return Interactions(
         user_ids=table[:, 0].astype(np.int64),
         item_ids=table[:, 1].astype(np.int64),
@@ -218,24 +274,31 @@ def _ratings_fast(data: bytes) -> np.ndarray | None:
     return table
 
 
-def _ratings_slow(path: Path, data: bytes) -> np.ndarray:
-    """Line-by-line parse used only to locate an error (or to accept irregular spacing)."""
+def _ratings_slow(path: Path, data: bytes, bad: _BadLines) -> np.ndarray:
+    """Line-by-line parse used only to locate an error, skip malformed lines, or accept irregular spacing."""
     rows: list[tuple[float, float, float, float]] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
             continue
-        parts = _fields(path, number, decode_line(raw), RATING_FIELDS)
-        uid = _int(path, number, "UserID", parts[0].strip())
-        iid = _int(path, number, "ItemID", parts[1].strip())
         try:
-            rating = float(parts[2])
-        except ValueError:
-            raise RecBenchFormatError(
-                path, f"not a number: {parts[2]!r}", line=number, field="Rating"
-            ) from None
-        if not np.isfinite(rating):
-            raise RecBenchFormatError(path, f"not finite: {parts[2]!r}", line=number, field="Rating")
-        ts = _int(path, number, "Timestamp", parts[3].strip())
-        rows.append((uid, iid, rating, ts))
+            rows.append(_rating_row(path, number, decode_line(raw)))
+        except RecBenchFormatError as error:
+            bad.handle(error)
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def _rating_row(path: Path, number: int, text: str) -> tuple[float, float, float, float]:
+    parts = _fields(path, number, text, RATING_FIELDS)
+    uid = _int(path, number, "UserID", parts[0].strip())
+    iid = _int(path, number, "ItemID", parts[1].strip())
+    try:
+        rating = float(parts[2])
+    except ValueError:
+        raise RecBenchFormatError(
+            path, f"not a number: {parts[2]!r}", line=number, field="Rating"
+        ) from None
+    if not np.isfinite(rating):
+        raise RecBenchFormatError(path, f"not finite: {parts[2]!r}", line=number, field="Rating")
+    ts = _int(path, number, "Timestamp", parts[3].strip())
+    return (uid, iid, rating, ts)

@@ -26,10 +26,13 @@ Decisions a user should know:
 - **History.** With ``ratings.dat``, condition queries (one ``source_user``) get that user's rated items
   in time order as ``history_item_ids`` — it contains the ground truth, since the release built the
   truth from it. Multi-user queries (interest-based) get none.
-- **Errors.** A malformed file (not JSON, truncated, empty, not a list) or record (missing field, wrong
-  type) raises :class:`RecBenchFormatError` naming the file, record index and field; with
-  ``on_error="skip"`` it is skipped, logged and counted in ``stats`` instead. A missing query file is a
-  logged note (``stats["files"][type] == "missing"``).
+- **Errors.** A malformed file (not JSON, truncated, empty, not a list), record (missing field, wrong
+  type) or ``.dat`` line (a field too many or too few, a bad id) raises :class:`RecBenchFormatError`
+  naming the file, record index or line, and field; with ``on_error="skip"`` it is skipped, logged and
+  counted in ``stats`` instead (``.dat`` lines: ``stats["dat_files"]``). A missing query file is a
+  logged note (``stats["files"][type] == "missing"``); no query file at all and an empty catalog are
+  errors; a query file without records, a release with no query read, and a missing or empty
+  ``users.dat`` are warnings.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import numpy as np
 from rerec.data.kg_input import read_triples_file, release_triples
 from rerec.data.matching import DEFAULT_THRESHOLDS, TitleMatcher, normalize_title, split_year
 from rerec.data.movielens import PathLike, RecBenchFormatError, read_movies, read_ratings, read_users
-from rerec.data.records import Interactions, Item, Query, QueryType, Release, Triple
+from rerec.data.records import Interactions, Item, Query, QueryType, Release, Triple, User
 
 __all__ = [
     "RecBenchFormatError",
@@ -582,6 +585,10 @@ def load_release(
 
     # Query files first: without a catalog file the catalog is built from them.
     raw: dict[QueryType, list[Any]] = {}
+    if not any((folder / t.file_name).exists() for t in QueryType):
+        raise FileNotFoundError(
+            f"{folder} holds no query file: expected at least one of {[t.file_name for t in QueryType]}"
+        )
     for query_type in QueryType:
         path = folder / query_type.file_name
         if not path.exists():
@@ -596,21 +603,37 @@ def load_release(
             logger.warning("skipped file: %s", error)
             stats["files"][query_type.value] = "skipped"
             stats["skipped_files"].append(str(error))
+            continue
+        if not raw[query_type]:
+            logger.warning("%s holds no records (an empty JSON list): no %s queries", path, query_type.value)
 
+    dat_stats: dict[str, dict[str, Any]] = stats.setdefault("dat_files", {})
     catalog_path = folder / f"{domain}s.dat"
     if catalog_path.exists():
-        items = read_movies(catalog_path)
+        items = read_movies(catalog_path, on_error=on_error, stats=dat_stats.setdefault(catalog_path.name, {}))
         stats["catalog"] = {"source": catalog_path.name, "items": len(items)}
+        if not items:
+            raise RecBenchFormatError(catalog_path, "the catalog holds no item: nothing to recommend")
     else:
         items = catalog_from_query_records(raw, domain)
         logger.warning(
             "%s: no %s; catalog of %d items built from the query files", folder, catalog_path.name, len(items)
         )
         stats["catalog"] = {"source": "query files", "items": len(items)}
+        if not items:
+            raise RecBenchFormatError(folder, f"no {catalog_path.name} and the query files name no title: the "
+                                      "catalog is empty, nothing to recommend")
     users_path = folder / "users.dat"
-    users = read_users(users_path) if users_path.exists() else {}
+    users: dict[int, User] = {}
+    if users_path.exists():
+        users = read_users(users_path, on_error=on_error, stats=dat_stats.setdefault(users_path.name, {}))
+    if not users:
+        logger.warning("%s: %s: the release's user records (gender, age, occupation) are unavailable", folder,
+                       "users.dat holds no user" if users_path.exists() else "no users.dat")
     ratings_path = folder / "ratings.dat"
-    interactions = read_ratings(ratings_path) if ratings_path.exists() else None
+    interactions = None
+    if ratings_path.exists():
+        interactions = read_ratings(ratings_path, on_error=on_error, stats=dat_stats.setdefault(ratings_path.name, {}))
     stats["users"] = len(users)
     stats["interactions"] = len(interactions) if interactions is not None else None
 
@@ -628,6 +651,8 @@ def load_release(
         per_type[query_type.value] = result.stats.pop("ground_truth_titles")  # kept once, below
         stats["files"][query_type.value] = result.stats
     stats["queries_by_type"] = {t: s["queries"] for t, s in stats["files"].items() if isinstance(s, dict)}
+    if not queries:
+        logger.warning("%s: no query was read (files: %s)", folder, stats["files"])
     stats["ground_truth_titles"] = _merge_title_stats(per_type)
 
     extra_triples: list[Triple] = []

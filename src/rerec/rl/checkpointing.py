@@ -18,15 +18,20 @@ do::
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from rerec.atomic import atomic_write
 from rerec.rl.policy_loading import export_adapter, export_pretrained
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,107 @@ def check_policy_state(state_dict: dict[str, Any], module: nn.Module, policy_att
             f"checkpoint state_dict lacks {len(missing)} entries that {type(module).__name__} needs, e.g. "
             f"{missing[:5]}; was it saved from a different policy (mode, LoRA rank or target modules)?"
         )
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> list[tuple[str, int]]:
+    """``(key, number of NaN/inf values)`` of every floating-point tensor in ``state`` (nested dicts,
+    lists and tuples) that holds any."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            bad = int((~torch.isfinite(state)).sum())
+            return [(prefix or "<tensor>", bad)] if bad else []
+        return []
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    found: list[tuple[str, int]] = []
+    for key, value in items:
+        found += non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def check_finite_checkpoint(checkpoint: dict[str, Any], step: int | None = None) -> None:
+    """Raise ``FloatingPointError`` when the weights or optimizer states of ``checkpoint`` hold NaN or
+    infinite values: such a checkpoint would only resume a diverged run."""
+    bad = non_finite_entries(checkpoint.get("state_dict", {}), "state_dict")
+    bad += non_finite_entries(checkpoint.get("optimizer_states", []), "optimizer_states")
+    if bad:
+        at = f" at step {step}" if step is not None else ""
+        raise FloatingPointError(
+            f"refusing to write a checkpoint{at}: {len(bad)} tensors hold NaN or infinite values, e.g. "
+            f"{', '.join(f'{k} ({n} values)' for k, n in bad[:3])}; the policy diverged (see the "
+            "'non-finite' warnings above)"
+        )
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file cannot be resumed from; the message names the file and what is wrong."""
+
+
+_SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def check_checkpoint_file(path: str | os.PathLike[str], required_keys: tuple[str, ...] = ()) -> None:
+    """Check that ``path`` is a whole Lightning checkpoint before anything is built for a run from it.
+
+    Names the file and the fault: missing, empty, truncated or corrupt (a PyTorch checkpoint is a zip
+    archive whose directory is at its end), not a PyTorch file, a PyTorch file that is no Lightning
+    checkpoint, or one without ``required_keys`` (e.g. ``"rerec"`` for :class:`~rerec.rl.module.ReRecPolicy`,
+    so another model's checkpoint is refused). Lightning's special values (``last``, ``best``, ``hpc``,
+    ``registry``), remote URLs and folders (sharded checkpoints) are left to Lightning.
+
+    Raises:
+        CheckpointFileError: with the file's path and the fault.
+    """
+    text = str(path)
+    if text in _SPECIAL_CKPT_PATHS or text.startswith("registry:") or "://" in text:
+        return
+    p = Path(path)
+
+    def fail(what: str) -> CheckpointFileError:
+        return CheckpointFileError(f"checkpoint {p}: {what}")
+
+    if not p.exists():
+        raise fail("no such file")
+    if p.is_dir():
+        return
+    size = p.stat().st_size
+    if size == 0:
+        raise fail("the file is empty (0 bytes): it was never written (a run killed while saving?); "
+                   "resume from an earlier checkpoint")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
+        raise fail(f"not a PyTorch checkpoint (it starts with {head!r}, not a zip archive's 'PK\\x03\\x04')")
+    try:
+        with zipfile.ZipFile(p) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise fail(f"truncated or corrupt ({size} bytes; {error}): the end of the archive is missing, as "
+                   "when a run is killed while saving; resume from an earlier checkpoint") from None
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        raise fail("a zip archive but not a PyTorch checkpoint (no data.pkl inside)")
+    try:
+        content = torch.load(p, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # torch raises many kinds on damaged archives
+        raise fail(f"cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict) or "state_dict" not in content or "pytorch-lightning_version" not in content:
+        keys = sorted(map(str, content))[:8] if isinstance(content, dict) else type(content).__name__
+        raise fail(f"a PyTorch file but not a Lightning checkpoint (it holds {keys})")
+    missing = [k for k in required_keys if k not in content]
+    if missing:
+        raise fail(f"a Lightning checkpoint of another model: it lacks {missing}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes each checkpoint to a temporary file in the destination's
+    folder, flushes it to disk and renames it into place (whatever ``TMPDIR`` is): a crash, a kill or a
+    full disk never leaves a partial ``.ckpt``. Remote paths (``s3://``...) use Lightning's writer. The
+    ReRec CLI installs it unless the trainer is given another ``CheckpointIO`` plugin."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh))
 
 
 class AdapterExport(Callback):

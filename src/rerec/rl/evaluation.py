@@ -124,3 +124,35 @@ class Evaluator:
         cfg = self.config
         return {**sampled_summary(records, samples), "temperature": cfg.temperature, "top_p": cfg.top_p,
                 "top_k": cfg.top_k, "max_new_tokens": cfg.max_completion_length}
+
+
+def headline(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A fit's claim: held-out accuracy of *sampled* answers before → after RL (what RL optimises: the
+    expected reward of a sampled answer), with pass@n and greedy accuracy beside it.
+
+    Without a sampled evaluation (``eval_samples: 0``) the headline is greedy accuracy, and says so.
+    ``before``/``after`` are ``summary.json``'s ``val_before``/``val_after``.
+    """
+    greedy = {"before": before["accuracy"], "after": after["accuracy"], "change": after["accuracy"] - before["accuracy"]}
+    sb, sa = before.get("sampled"), after.get("sampled")
+    if not (sb and sa):
+        return {"metric": "greedy held-out accuracy", "definition": "NDCG@1 of the greedy answer, mean over "
+                f"{after['count']} held-out queries", **greedy}
+    return {
+        "metric": "sampled held-out accuracy",
+        "definition": (f"NDCG@1 of an answer sampled as the rollouts are (temperature {sa['temperature']}, "
+                       f"top-p {sa['top_p']}, top-k {sa['top_k']}), mean over {sa['samples']} samples of each of "
+                       f"{sa['count']} held-out queries"),
+        "before": sb["accuracy"], "after": sa["accuracy"], "change": sa["accuracy"] - sb["accuracy"],
+        "pass_at_n": {"n": sa["samples"], "before": sb["pass_at_n"], "after": sa["pass_at_n"]},
+        "greedy": greedy,
+    }
+
+
+def headline_line(h: dict[str, Any]) -> str:
+    """One log line of :func:`headline`."""
+    line = f"{h['metric']} {h['before']:.3f} -> {h['after']:.3f} ({h['change']:+.3f})"
+    if "pass_at_n" in h:
+        p, g = h["pass_at_n"], h["greedy"]
+        line += f"; pass@{p['n']} {p['before']:.3f} -> {p['after']:.3f}; greedy {g['before']:.3f} -> {g['after']:.3f}"
+    return line

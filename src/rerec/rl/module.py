@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,18 +29,27 @@ from rerec.data.tasks import RecTask
 from rerec.eval.report import EvalRecord, write_predictions_jsonl, write_report
 from rerec.graph.scorer_setup import GraphRewardConfig, build_graph_scorer
 from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvantage
-from rerec.rl.checkpointing import check_policy_state, drop_frozen_policy_state
+from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
-from rerec.rl.evaluation import Evaluator, accuracy_summary
+from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
+from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
 from rerec.rl.reward_components import RewardComponent, default_reward_components
-from rerec.rl.rewards import RecReward, RewardConfig
+from rerec.rl.rewards import RecReward, RewardConfig, ScoredRollouts
+from rerec.rl.rng_state import capture_rng_state, restore_rng_state
 from rerec.rl.rollout import GenerationConfig, Rollouts
 from rerec.rl.run_stats import RunStats
 from rerec.rl.tiny_model import TinyModelConfig
-from rerec.rl.update import BatchSplit, CompletionLogProbs, UpdateBatch, update_policy
+from rerec.rl.update import (
+    BatchSplit,
+    CompletionLogProbs,
+    NonFiniteGuard,
+    NonFiniteTrainingError,
+    UpdateBatch,
+    update_policy,
+)
 from rerec.rl.warm_start import WarmStartConfig
 
 log = logging.getLogger("rerec.rl")
@@ -114,7 +124,21 @@ class ReRecPolicy(L.LightningModule):
             the sampled accuracy measures the distribution RL trains, with far less noise. 0 = off.
         eval_seed: Seed of the sampled evaluation. It runs on its own random stream, so it neither
             shifts training's stream nor differs between before and after except through the policy.
+        max_consecutive_skips: An optimizer step whose loss or gradient norm is NaN or infinite is
+            skipped (nothing applied, logged with the step and the quantity, counted as
+            ``train/skipped_steps`` and in ``summary.json``); this many skips in a row stop the run with
+            an error. A checkpoint is never written with non-finite weights, and a non-finite reward
+            stops the run naming the component and the query.
+
+    Reliability (docs/reliability.md): SIGTERM or SIGINT finishes the current step, writes a resumable
+    checkpoint (``last.ckpt``) and ``summary.json`` marked ``interrupted``, and exits with 143 / 130; a
+    second signal exits at once. Checkpoints carry the random states, so a run resumed with
+    ``--ckpt_path`` repeats the uninterrupted run's later steps; ``summary.json``'s ``segments`` tell
+    which run folder holds which steps.
     """
+
+    #: Entries a checkpoint of this module must hold (checked before a resume).
+    checkpoint_keys = ("rerec",)
 
     def __init__(
         self,
@@ -137,6 +161,7 @@ class ReRecPolicy(L.LightningModule):
         eval_max_new_tokens: int | None = None,
         eval_samples: int = 0,
         eval_seed: int = 0,
+        max_consecutive_skips: int = 5,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -168,6 +193,8 @@ class ReRecPolicy(L.LightningModule):
         self.tokenizer = None
         self._data: RecData | None = None
         self.stats = RunStats()
+        self.guard = NonFiniteGuard(max_consecutive_skips, any_rank=self._any_rank)
+        self._step_rng: dict[str, Any] | None = None  # random states at the end of the last RL step
         self._eval_records: list[EvalRecord] = []
         self.summary: dict[str, Any] = {}
 
@@ -202,7 +229,7 @@ class ReRecPolicy(L.LightningModule):
             self.graph_scorer = scorer  # a submodule: moves to the policy's device with it
         for component in self.reward_funcs:
             component.setup(data, scorer)
-        self.reward = RecReward(self.reward_config, data.items, data.matcher, self.reward_funcs, data.titles_per_answer)
+        self.reward = RecReward.for_data(self.reward_config, data, self.reward_funcs)
         self.advantage.setup(data)
         self.engine.setup(self.policy, self.tokenizer)
         G = self.generation.num_generations
@@ -229,11 +256,22 @@ class ReRecPolicy(L.LightningModule):
 
     def training_step(self, batch: list[RecTask], batch_idx: int) -> dict[str, GroupStats]:
         G = self.generation.num_generations
+        if self._step_rng is not None:  # continue the stream of the previous step (or of the checkpoint)
+            restore_rng_state(self._step_rng)
         t0 = time.perf_counter()
-        ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
+        try:
+            ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
+        except RuntimeError as error:  # e.g. "probability tensor contains either `inf`, `nan` or element < 0"
+            if not re.search(r"\b(inf|nan)\b", str(error)):
+                raise
+            raise NonFiniteTrainingError(
+                f"RL step {self.stats.rl_steps + 1}: sampling the rollouts failed ({error}): the policy's outputs "
+                "are not finite although its weights are; the last optimizer steps made it diverge: lower optim.lr"
+            ) from error
         t1 = time.perf_counter()
 
         scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device)
+        self._check_rewards(scored, batch, ro.texts)
         t_reward = time.perf_counter() - t1
         old_logps, ref_logps = self._old_and_ref_logps(ro)
         adv = self.advantage(AdvantageInputs(
@@ -248,10 +286,12 @@ class ReRecPolicy(L.LightningModule):
             loss_mask = loss_mask & ~zero_groups.repeat_interleave(G).unsqueeze(1).to(loss_mask.device)
         t2 = time.perf_counter()
 
+        self.guard.step = self.stats.rl_steps + 1
         update = update_policy(
             self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps),
             self.logprobs, self.loss_config, self.split, self.manual_backward,
             zero_grad=lambda: self.optimizers().zero_grad(set_to_none=True), optimizer_step=self._optimizer_step,
+            guard=self.guard,
         )
         t3 = time.perf_counter()
 
@@ -264,7 +304,35 @@ class ReRecPolicy(L.LightningModule):
         every = self.log_completions_every_n_steps
         if every and (self.stats.rl_steps == 1 or self.stats.rl_steps % every == 0):
             self._log_completions(batch, ro.texts, scored.total, scored)
+        self._step_rng = capture_rng_state()
         return {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1), group_std)}
+
+    def _check_rewards(self, scored: ScoredRollouts, batch: list[RecTask], texts: list[str]) -> None:
+        """Stop with an error naming the component, the query and the completion when a reward is NaN or
+        infinite (a reward component's bug: every later step would be poisoned)."""
+        G = self.generation.num_generations
+        for name, values in [*scored.components.items(), ("total", scored.total)]:
+            finite = torch.isfinite(values)
+            if bool(finite.all()):
+                continue
+            rows = (~finite).nonzero().flatten().tolist()
+            queries = list(dict.fromkeys(batch[i // G].query_id for i in rows))
+            i = rows[0]
+            raise NonFiniteTrainingError(
+                f"RL step {self.stats.rl_steps + 1}: reward component {name!r} is {float(values[i])} for query "
+                f"{batch[i // G].query_id!r} (rollout {i % G}, completion {texts[i][:120]!r}); {len(rows)} "
+                f"non-finite values in this batch, queries {queries[:5]}: fix the component"
+            )
+
+    def _any_rank(self, decision: bool) -> bool:
+        """Whether ``decision`` holds on any rank (all ranks skip the same optimizer steps)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return decision
+        return bool(self.trainer.strategy.reduce_boolean_decision(decision, all=False))
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """A clean stop on SIGTERM/SIGINT (:class:`~rerec.rl.interrupt.GracefulStop`)."""
+        return [GracefulStop()]
 
     def _old_and_ref_logps(self, ro: Rollouts) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Log-probs of the sampling policy (only when the update goes off-policy) and of the reference."""
@@ -396,32 +464,69 @@ class ReRecPolicy(L.LightningModule):
 
     # ================================================================== fit bookkeeping
     def on_train_start(self) -> None:
-        self._fit_start = time.perf_counter()
-        if self.trainer.ckpt_path is None:
+        ckpt = self.trainer.ckpt_path
+        self.stats.begin_segment(str(self._run_dir()), str(ckpt) if ckpt is not None else None)
+        if ckpt is None:
             self.summary["val_before"], metrics = self._held_out_summary("val_before")
             self.log_dict(metrics)
 
     def on_train_end(self) -> None:
         self.summary["val_after"], _ = self._held_out_summary("val_after")
-        self.summary.setdefault("curriculum", [])
+        if "val_before" in self.summary:
+            self.summary["headline"] = headline(self.summary["val_before"], self.summary["val_after"])
+            log.info("RL on the held-out queries: %s", headline_line(self.summary["headline"]))
+        self.write_summary("completed")
+
+    def write_summary(self, status: str, **details: Any) -> None:
+        """Write ``summary.json`` into the run folder: the run's numbers and ``status`` — ``completed``,
+        ``interrupted`` (``details``: the signal and the checkpoint to continue from) or ``failed``
+        (``details``: the error)."""
+        self.summary.setdefault("curriculum", [])  # kept up to date by the curriculum callback
         self.summary.update({
-            **self.stats.summary(),
+            "status": status,
+            **details,
+            **self.stats.summary(status),
             "optimizer_steps": self.trainer.global_step,
-            "wall_time_s": time.perf_counter() - getattr(self, "_fit_start", time.perf_counter()),
+            "skipped_steps": self.guard.skipped,
+            "skipped": self.guard.events,
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
         })
+        path = self._run_dir() / "summary.json"
         if self.trainer.is_global_zero:
-            path = self._run_dir() / "summary.json"
             atomic_write_json(path, self.summary, indent=2, default=str)
-            log.info("run summary written to %s", path)
+            log.info("run summary (%s) written to %s", status, path)
 
     # ================================================================== checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = drop_frozen_policy_state(checkpoint["state_dict"], self.policy)
-        checkpoint["rerec"] = {**self.stats.state_dict(), "summary": self.summary}
+        check_finite_checkpoint(checkpoint, self.trainer.global_step if self._trainer is not None else None)
+        checkpoint["rerec"] = {
+            **self.stats.state_dict(), "summary": self.summary, "guard": self.guard.state_dict(),
+            "rng": self._rng_states_of_all_ranks(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_policy_state(checkpoint["state_dict"], self)
         state = checkpoint.get("rerec", {})
         self.stats.load_state_dict(state)
+        self.guard.load_state_dict(state.get("guard", {}))
         self.summary.update(state.get("summary", {}))
+        states = state.get("rng")
+        if not states:
+            log.warning("the checkpoint holds no random states (written by an older ReRec): the resumed run "
+                        "will not repeat the uninterrupted run's rollouts")
+            return
+        rank, world = (self.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        if len(states) != world:
+            log.warning("the checkpoint's random states are of %d processes, this run has %d: rollouts will "
+                        "differ from the uninterrupted run's", len(states), world)
+        self._step_rng = states[rank % len(states)]
+
+    def _rng_states_of_all_ranks(self) -> list[dict[str, Any]]:
+        """The random states each rank's next RL step starts from, in rank order."""
+        state = self._step_rng if self._step_rng is not None else capture_rng_state()
+        if self._trainer is None or self.trainer.world_size == 1:
+            return [state]
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, state)
+        return gathered

@@ -145,7 +145,9 @@ class ModelConfig:
         trust_remote_code: allow model/tokenizer code shipped with the checkpoint to run.
         attn_implementation: attention kernel passed to ``from_pretrained`` (``"sdpa"`` when unset;
             e.g. ``"eager"`` or ``"flash_attention_2"``). Models built in memory keep theirs.
-        revision: hub branch, tag or commit to load (default: the default branch).
+        revision: hub branch, tag or commit hash to load; a commit hash pins the exact weights and
+            tokenizer (default: the hub's default branch, which can change: a warning is logged when a
+            hub name is given without a revision). Nothing is downloaded when ``HF_HUB_OFFLINE=1``.
         reference: reference policy for the KL term. ``"auto"``: modes ``lora``/``qlora`` use the same
             model with its adapters disabled (no second copy); mode ``full`` keeps a frozen copy of the
             initial weights when the run reads the reference (``loss.beta`` > 0) and none otherwise.
@@ -437,9 +439,33 @@ def load_policy(cfg: ModelConfig) -> tuple[nn.Module, Any]:
     Returns:
         ``(model, tokenizer)``: see :func:`prepare_policy` for the model; the tokenizer pads on the left.
     """
-    tokenizer = load_tokenizer(cfg)
-    model = _from_pretrained(cfg.name_or_path, cfg, quantized=cfg.mode == "qlora")
+    hub = not Path(cfg.name_or_path).exists()
+    if hub and cfg.revision is None:
+        log.warning(
+            "model %r is a Hugging Face hub name without model.revision: the run uses whatever the default "
+            "branch holds when it is downloaded; pin model.revision to a commit hash for a reproducible run",
+            cfg.name_or_path,
+        )
+    try:
+        tokenizer = load_tokenizer(cfg)
+        model = _from_pretrained(cfg.name_or_path, cfg, quantized=cfg.mode == "qlora")
+    except OSError as error:
+        if not (hub and _hub_offline()):
+            raise
+        revision = f" --revision {cfg.revision}" if cfg.revision else ""
+        raise OSError(
+            f"model {cfg.name_or_path!r} (revision {cfg.revision or 'default branch'}) is not in the local Hugging "
+            f"Face cache and HF_HUB_OFFLINE=1 forbids downloading it: download it first (`huggingface-cli download "
+            f"{cfg.name_or_path}{revision}`) or give model.name_or_path a local folder"
+        ) from error
     return prepare_policy(model, tokenizer, cfg), tokenizer
+
+
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ share one prompt forward per group.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +22,12 @@ from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
 from rerec.rl.rollout import Rollouts
 
-__all__ = ["BatchSplit", "CompletionLogProbs", "UpdateBatch", "update_policy"]
+__all__ = ["BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "update_policy"]
+
+log = logging.getLogger("rerec.rl")
+
+#: Skipped optimizer steps whose details ``summary.json`` lists (the count is always complete).
+MAX_RECORDED_SKIPS = 100
 
 
 @dataclass
@@ -100,6 +108,75 @@ class CompletionLogProbs:
         return torch.cat([self.rows(model, ro, torch.arange(s, min(s + step, n)))[0] for s in range(0, n, step)])
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Training met NaN or infinite values it cannot step over: too many optimizer steps in a row with a
+    non-finite loss or gradient norm, a non-finite reward, or a policy whose outputs are not finite."""
+
+
+class NonFiniteGuard:
+    """Skips an optimizer step whose loss or gradient norm is NaN or infinite, and stops a diverging run.
+
+    A skipped step applies nothing: its gradients are zeroed, the optimizer and the learning-rate
+    schedule do not move. Each skip is logged (RL step, mini-batch, which quantity, its value) and
+    counted; ``max_consecutive`` skips in a row raise :class:`NonFiniteTrainingError`.
+
+    Args:
+        max_consecutive: Consecutive skipped optimizer steps that stop the run (>= 1).
+        any_rank: With several processes, whether any rank's decision is True (all ranks must skip the
+            same steps); ``None``: one process.
+    """
+
+    def __init__(self, max_consecutive: int = 5, any_rank: Callable[[bool], bool] | None = None) -> None:
+        if max_consecutive < 1:
+            raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive}")
+        self.max_consecutive = max_consecutive
+        self.any_rank = any_rank
+        self.consecutive = 0
+        self.skipped = 0
+        self.events: list[dict[str, Any]] = []
+        self.step = 0  # the RL step being updated, for messages
+
+    def allows(self, loss: Tensor, grad_norm: Tensor, mini_batch: int) -> bool:
+        """Whether the optimizer step of ``mini_batch`` may go ahead; counts and logs it when not."""
+        values = {"loss": float(loss), "grad_norm": float(grad_norm)}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        skip = bool(bad) if self.any_rank is None else self.any_rank(bool(bad))
+        if not skip:
+            self.consecutive = 0
+            return True
+        self.skipped += 1
+        self.consecutive += 1
+        what = ", ".join(f"{k}={v}" for k, v in bad.items()) or "another rank's values"
+        event = {"step": self.step, "mini_batch": mini_batch, "non_finite": what}
+        if len(self.events) < MAX_RECORDED_SKIPS:
+            self.events.append(event)
+        log.warning("RL step %d, mini-batch %d: non-finite %s; optimizer step skipped (%d in a row, %d in all)",
+                    self.step, mini_batch, what, self.consecutive, self.skipped)
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteTrainingError(
+                f"{self.consecutive} optimizer steps in a row were skipped for non-finite values (last: RL step "
+                f"{self.step}, mini-batch {mini_batch}: {what}); the policy update diverges: lower optim.lr, "
+                f"keep max_grad_norm > 0, or check the reward and the model's dtype (max_consecutive_skips="
+                f"{self.max_consecutive})"
+            )
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consecutive": self.consecutive, "skipped": self.skipped, "events": list(self.events)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consecutive = state.get("consecutive", 0)
+        self.skipped = state.get("skipped", 0)
+        self.events = list(state.get("events", []))
+
+
+def grad_norm(model: nn.Module) -> Tensor:
+    """Global L2 norm of the gradients of ``model``'s parameters (float32; 0 without gradients)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in model.parameters()
+             if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 class _Metrics:
     """Update metrics that do not depend on the micro-batch split: losses summed per mini-batch and
     averaged over mini-batches; token statistics weighted by valid tokens; ratio extremes."""
@@ -113,6 +190,8 @@ class _Metrics:
         self.mini_batches = 0
         self.ratio_min, self.ratio_max = float("inf"), float("-inf")
         self.entropy_sum, self.entropy_tokens = 0.0, 0
+        self.grad_norms: list[float] = []
+        self.skipped = 0
 
     def add(self, out: PolicyLossOutput, loss_tokens: int, entropy: Tensor, valid: Tensor) -> None:
         for k in self.loss_sums:
@@ -133,6 +212,9 @@ class _Metrics:
         out["ratio/min"] = self.ratio_min if self.tokens else 1.0
         out["ratio/max"] = self.ratio_max if self.tokens else 1.0
         out["entropy"] = self.entropy_sum / max(self.entropy_tokens, 1)
+        if self.grad_norms:  # measured by the non-finite guard (before clipping)
+            out["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
+            out["train/skipped_steps"] = float(self.skipped)
         return out
 
 
@@ -145,13 +227,16 @@ def update_policy(
     backward: Callable[[Tensor], None],
     zero_grad: Callable[[], None],
     optimizer_step: Callable[[], None],
+    guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """Run the update of one rollout batch; returns its metrics (``loss``, ``policy_loss``, ``kl``, clip
-    ratios, ``ratio/*``, ``entropy``).
+    ratios, ``ratio/*``, ``entropy``, ``grad_norm`` before clipping, ``train/skipped_steps``).
 
     ``backward(loss)`` accumulates gradients (Lightning's ``manual_backward``); ``optimizer_step()``
-    clips, steps the optimizer and the scheduler. Rows are visited in order unless a batch is cut into
-    several mini-batches or passed over more than once, when whole groups are shuffled.
+    clips, steps the optimizer and the scheduler. With a ``guard``, a mini-batch whose loss or gradient
+    norm is not finite gets no optimizer step (its gradients are zeroed; see :class:`NonFiniteGuard`).
+    Rows are visited in order unless a batch is cut into several mini-batches or passed over more than
+    once, when whole groups are shuffled.
     """
     ro = batch.rollouts
     unit = logprobs.unit
@@ -168,6 +253,7 @@ def update_policy(
             rows_mini = (units.unsqueeze(1) * unit + torch.arange(unit)).flatten()
             normalizer = loss_normalizer(batch.loss_mask[rows_mini], loss_config)
             zero_grad()
+            loss_sum = torch.zeros((), device=batch.advantages.device)
             for m in range(0, len(rows_mini), micro * unit):
                 rows = rows_mini[m : m + micro * unit]
                 logps, entropy = logprobs.rows(policy, ro, rows, with_entropy=True)
@@ -178,7 +264,15 @@ def update_policy(
                     normalizer=normalizer,
                 )
                 backward(out.loss)
+                loss_sum = loss_sum + out.loss.detach()
                 metrics.add(out, int(mask.sum()), entropy, ro.completion_mask[rows])
             metrics.mini_batches += 1
+            if guard is not None:
+                norm = grad_norm(policy)
+                metrics.grad_norms.append(float(norm))
+                if not guard.allows(loss_sum, norm, metrics.mini_batches - 1):
+                    zero_grad()  # nothing of this mini-batch is applied
+                    metrics.skipped += 1
+                    continue
             optimizer_step()
     return metrics.result()

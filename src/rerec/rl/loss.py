@@ -56,6 +56,12 @@ class PolicyLossConfig:
             give no gradient signal and are left out of the loss (``frac_reward_zero_std`` counts them
             either way).
         zero_std_tol: Tolerance of ``zero_std_filter`` on the population std of a group's rewards.
+        importance_sampling_correction: When the rollout engine reports its own sampling log-probs (the
+            vLLM engine does), weight each token's loss by ``min(π_old(t) / π_engine(t), cap)``, the
+            truncated importance ratio between the trainer's and the engine's probability of the sampled
+            token (TRL's ``vllm_importance_sampling_correction``): two implementations of the same weights
+            never give exactly the same probabilities. Ignored with an engine that reports none (HF).
+        importance_sampling_cap: The truncation ``cap`` of those weights (>= 1).
     """
 
     epsilon: float = 0.2
@@ -66,6 +72,8 @@ class PolicyLossConfig:
     max_completion_length: int | None = None
     zero_std_filter: bool = False
     zero_std_tol: float = 1e-6
+    importance_sampling_correction: bool = True
+    importance_sampling_cap: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
@@ -82,6 +90,8 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.max_completion_length must be >= 1, got {self.max_completion_length}")
         if not self.zero_std_tol >= 0.0:
             raise ValueError(f"PolicyLossConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
+        if not self.importance_sampling_cap >= 1.0:
+            raise ValueError(f"PolicyLossConfig.importance_sampling_cap must be >= 1, got {self.importance_sampling_cap}")
 
     @property
     def clip_high(self) -> float:
@@ -225,6 +235,7 @@ def policy_loss(
     ref_logps: Tensor | None = None,
     cfg: PolicyLossConfig | None = None,
     normalizer: float | None = None,
+    is_weights: Tensor | None = None,
 ) -> PolicyLossOutput:
     """Clipped surrogate + ``beta`` * KL, aggregated over valid completion tokens.
 
@@ -240,6 +251,9 @@ def policy_loss(
         cfg: loss settings; ``None`` uses the :class:`PolicyLossConfig` defaults.
         normalizer: denominator of the aggregation when these rows are one micro-batch of a larger
             mini-batch (:func:`loss_normalizer` of the mini-batch's mask); ``None``: these rows' own.
+        is_weights: ``(N, T)`` importance weights of the tokens (constants; see
+            :func:`~rerec.rl.importance_sampling.truncated_importance_weights`): each token's loss,
+            surrogate and KL, is multiplied by its weight before aggregation. ``None``: all 1.
 
     Returns:
         :class:`PolicyLossOutput` with the scalar loss and float metrics.
@@ -254,6 +268,8 @@ def policy_loss(
     for name, tensor in (("old_logps", old_logps), ("advantages", advantages), ("completion_mask", completion_mask)):
         if tensor.shape != shape:
             raise ValueError(f"policy_loss: {name} has shape {tuple(tensor.shape)}, logps has {tuple(shape)}")
+    if is_weights is not None and is_weights.shape != shape:
+        raise ValueError(f"policy_loss: is_weights has shape {tuple(is_weights.shape)}, logps has {tuple(shape)}")
     if ref_logps is not None and ref_logps.shape != shape:
         raise ValueError(f"policy_loss: ref_logps has shape {tuple(ref_logps.shape)}, logps has {tuple(shape)}")
     if cfg.beta > 0 and ref_logps is None:
@@ -276,6 +292,9 @@ def policy_loss(
     low, high = 1.0 - cfg.epsilon, 1.0 + cfg.clip_high
     clipped = torch.clamp(ratio, low, high)
     surrogate = -torch.minimum(ratio * adv, clipped * adv)
+    weights = None if is_weights is None else torch.where(mask, is_weights.detach().float(), zero)
+    if weights is not None:
+        surrogate = surrogate * weights
     surrogate = torch.where(mask, surrogate, zero)
 
     pg_loss = _aggregate(surrogate, mask, cfg, normalizer)
@@ -289,6 +308,8 @@ def policy_loss(
         )
         kl = torch.where(mask, kl, zero)
         kl_mean = masked_mean(kl.detach(), mask)
+        if weights is not None:
+            kl = kl * weights
         if cfg.beta > 0:
             # The aggregations are linear, so agg(surrogate + beta*kl) = agg(surrogate) + beta*agg(kl).
             loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)

@@ -288,7 +288,7 @@ class ReRecPolicy(L.LightningModule):
 
         self.guard.step = self.stats.rl_steps + 1
         update = update_policy(
-            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps),
+            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs),
             self.logprobs, self.loss_config, self.split, self.manual_backward,
             zero_grad=lambda: self.optimizers().zero_grad(set_to_none=True), optimizer_step=self._optimizer_step,
             guard=self.guard,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rerec.rl.importance_sampling import ImportanceStats, truncated_importance_weights
 from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
 from rerec.rl.rollout import Rollouts
@@ -64,6 +65,9 @@ class UpdateBatch:
         old_logps: (N, T) log-probs of the sampling policy; ``None``: purely on-policy (each micro-batch's
             own log-probs, detached, give ratio 1).
         ref_logps: (N, T) reference log-probs; ``None`` without a KL term.
+        engine_logps: (N, T) the rollout engine's sampling log-probs; with the loss's
+            ``importance_sampling_correction`` each token's loss is weighted by the truncated ratio of
+            the old log-probs to these (:mod:`~rerec.rl.importance_sampling`). ``None``: no correction.
     """
 
     rollouts: Rollouts
@@ -71,6 +75,7 @@ class UpdateBatch:
     loss_mask: Tensor
     old_logps: Tensor | None = None
     ref_logps: Tensor | None = None
+    engine_logps: Tensor | None = None
 
 
 class CompletionLogProbs:
@@ -192,6 +197,7 @@ class _Metrics:
         self.entropy_sum, self.entropy_tokens = 0.0, 0
         self.grad_norms: list[float] = []
         self.skipped = 0
+        self.importance = ImportanceStats()
 
     def add(self, out: PolicyLossOutput, loss_tokens: int, entropy: Tensor, valid: Tensor) -> None:
         for k in self.loss_sums:
@@ -215,6 +221,7 @@ class _Metrics:
         if self.grad_norms:  # measured by the non-finite guard (before clipping)
             out["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
             out["train/skipped_steps"] = float(self.skipped)
+        out.update(self.importance.result())
         return out
 
 
@@ -230,7 +237,8 @@ def update_policy(
     guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """Run the update of one rollout batch; returns its metrics (``loss``, ``policy_loss``, ``kl``, clip
-    ratios, ``ratio/*``, ``entropy``, ``grad_norm`` before clipping, ``train/skipped_steps``).
+    ratios, ``ratio/*``, ``entropy``, ``grad_norm`` before clipping, ``train/skipped_steps``, and with the
+    importance-sampling correction ``is_ratio/mean``, ``/max``, ``/clipped_frac``).
 
     ``backward(loss)`` accumulates gradients (Lightning's ``manual_backward``); ``optimizer_step()``
     clips, steps the optimizer and the scheduler. With a ``guard``, a mini-batch whose loss or gradient
@@ -244,6 +252,8 @@ def update_policy(
     mini = max((split.mini_batch_size or n_units * unit) // unit, 1)
     micro = min(max(split.micro_batch_size // unit, 1), mini)
     with_ref = batch.ref_logps is not None and loss_config.beta > 0
+    with_is = batch.engine_logps is not None and loss_config.importance_sampling_correction
+    cap = loss_config.importance_sampling_cap
     metrics = _Metrics()
     for _ in range(split.num_iterations):
         shuffle = split.num_iterations > 1 or mini < n_units
@@ -258,10 +268,14 @@ def update_policy(
                 rows = rows_mini[m : m + micro * unit]
                 logps, entropy = logprobs.rows(policy, ro, rows, with_entropy=True)
                 mask = batch.loss_mask[rows]
+                old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
+                weights = None
+                if with_is:
+                    weights, raw = truncated_importance_weights(old, batch.engine_logps[rows], mask, cap)
+                    metrics.importance.add(raw, mask, cap)
                 out = policy_loss(
-                    logps, batch.old_logps[rows] if batch.old_logps is not None else logps.detach(),
-                    batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None, loss_config,
-                    normalizer=normalizer,
+                    logps, old, batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None,
+                    loss_config, normalizer=normalizer, is_weights=weights,
                 )
                 backward(out.loss)
                 loss_sum = loss_sum + out.loss.detach()

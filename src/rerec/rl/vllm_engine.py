@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -138,6 +139,7 @@ class VLLMEngine(RolloutEngine):
         self.is_lora = hasattr(policy, "peft_config")
         base = policy.get_base_model() if self.is_lora else policy
         self._tmp = Path(tempfile.mkdtemp(prefix="rerec-vllm-"))
+        weakref.finalize(self, shutil.rmtree, str(self._tmp), True)  # also at exit, if close() is never called
         source = self._model_source(base)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine core runs in this process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gib))
@@ -161,6 +163,9 @@ class VLLMEngine(RolloutEngine):
             kwargs.update(quantization=quantization)
         if self.max_num_seqs is not None:
             kwargs.update(max_num_seqs=self.max_num_seqs)
+        revision = getattr(base.config, "_commit_hash", None)  # the snapshot the trainer loaded
+        if revision and not Path(source).is_dir():
+            kwargs.update(revision=revision)
         with _hidden_unscannable_modules():
             self.llm = LLM(
                 model=source, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,

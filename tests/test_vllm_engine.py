@@ -4,7 +4,8 @@
   log-probs agree with the trainer's to 1e-4 — at start, after optimizer steps and a sync (one prompt
   longer than a KV block, so a stale prefix cache would show), and with a LoRA adapter;
 * the importance weights are 1 when nothing changed;
-* a short ``fit`` of ``configs/tiny.yaml`` with the engine writes its summary.
+* a short ``fit`` of ``configs/tiny.yaml`` with the engine writes its summary, and a run resumed from a
+  checkpoint repeats the uninterrupted one.
 
 vLLM changes its process on import (``torch.set_num_threads`` becomes a no-op, the global random
 generators are reseeded), so these tests live in their own module, run in their own virtual environment
@@ -197,3 +198,23 @@ def test_short_fit_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> No
     assert "sampled" in summary["val_after"]
     metrics = (summaries[0].parent / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "is_ratio/mean" in metrics
+
+
+def test_resumed_run_repeats_the_uninterrupted_one_with_the_vllm_engine(tmp_path: Path) -> None:
+    """3 RL steps with vLLM rollouts, then the same from the step-1 checkpoint: the resumed run's engine
+    starts from the restored weights and draws the same rollouts (seeds from the restored generator), so
+    its completions, metrics and final weights are the uninterrupted run's."""
+    import json
+
+    from rerec.cli import main
+    from test_reliability_cli import assert_continues, run_args
+
+    engine = json.dumps({"class_path": "rerec.rl.vllm_engine.VLLMEngine",
+                         "init_args": {"dtype": "float32", "enforce_eager": True, "max_model_len": 512}})
+    extra = ("--trainer.max_steps=3", "--model.init_args.tiny.num_heads=1", "--model.init_args.tiny.num_kv_heads=1",
+             f"--model.init_args.engine={engine}")
+    main(["fit", *run_args(tmp_path, tmp_path / "reference", *extra)])
+    reference = tmp_path / "reference" / "rerec" / "version_0"
+    step1 = next((reference / "checkpoints").glob("*step=1.ckpt"))
+    main(["fit", *run_args(tmp_path, tmp_path / "resumed", *extra, f"--ckpt_path={step1}")])
+    assert_continues(reference, tmp_path / "resumed" / "rerec" / "version_0", first_step=2)

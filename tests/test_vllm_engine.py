@@ -4,7 +4,8 @@
   log-probs agree with the trainer's to 1e-4 — at start, after optimizer steps and a sync (one prompt
   longer than a KV block, so a stale prefix cache would show), and with a LoRA adapter;
 * the importance weights are 1 when nothing changed;
-* a short ``fit`` of ``configs/tiny.yaml`` with the engine writes its summary, and a run resumed from a
+* a short ``fit`` of ``configs/tiny.yaml`` with the engine writes its summary, ``predict`` from its
+  checkpoint writes the predictions, and a run resumed from a
   checkpoint repeats the uninterrupted one.
 
 vLLM changes its process on import (``torch.set_num_threads`` becomes a no-op, the global random
@@ -178,7 +179,7 @@ def test_lora_adapter_is_served_unmerged_and_refreshed_under_a_new_id(tokenizer,
         engine.close()
 
 
-def test_short_fit_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> None:
+def test_short_fit_and_predict_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> None:
     import json
 
     from _cli_args import fit_args
@@ -186,18 +187,23 @@ def test_short_fit_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> No
 
     engine = {"class_path": "rerec.rl.vllm_engine.VLLMEngine",
               "init_args": {"dtype": "float32", "enforce_eager": True, "max_model_len": 512}}
-    main(["fit", *fit_args(
+    args = fit_args(
         tmp_path, "--trainer.max_steps=2", "--model.init_args.eval_samples=2",
         "--model.init_args.tiny.num_heads=1", "--model.init_args.tiny.num_kv_heads=1",  # head_dim 32
         f"--model.init_args.engine={json.dumps(engine)}",
-    )])
+    )
+    main(["fit", *args])
     summaries = list((tmp_path / "runs").rglob("summary.json"))
     assert len(summaries) == 1
+    run = summaries[0].parent
     summary = json.loads(summaries[0].read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert "sampled" in summary["val_after"]
-    metrics = (summaries[0].parent / "metrics.csv").read_text().splitlines()[0].split(",")
+    metrics = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "is_ratio/mean" in metrics
+    main(["predict", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    predictions = next((tmp_path / "runs").rglob("predictions.jsonl")).read_text().splitlines()
+    assert len(predictions) == 6 and json.loads(predictions[0])["completion"] is not None
 
 
 def test_resumed_run_repeats_the_uninterrupted_one_with_the_vllm_engine(tmp_path: Path) -> None:

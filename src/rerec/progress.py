@@ -33,7 +33,7 @@ def progress(iterable: Iterable[Any] | None = None, total: int | None = None, de
              unit: str = "it") -> Any:
     """A ``tqdm`` bar over ``iterable`` (or a manual one with ``total``), silent when
     :func:`progress_enabled` is False; it disappears when done (``leave=False``)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
                 disable=not progress_enabled())

@@ -67,6 +67,7 @@ class OfflineRun:
     project: str = ""
     group: str = ""
     exit_code: int | None = None
+    artifacts: list[tuple[str, str]] = field(default_factory=list)  # (name, type)
 
     @property
     def history_keys(self) -> set[str]:
@@ -97,6 +98,8 @@ def read_offline_run(folder: Path) -> OfflineRun:
             run.name, run.project, run.group = record.run.display_name, record.run.project, record.run.run_group
             for item in record.run.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
+        elif kind == "artifact":
+            run.artifacts.append((record.artifact.name, record.artifact.type))
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

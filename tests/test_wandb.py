@@ -30,7 +30,7 @@ def offline_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Offline
     try:
         main(["fit", *fit_args(tmp, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
                                "--model.init_args.eval_samples=2", "--model.init_args.log_completions_every_n_steps=1",
-                               "--config=configs/loggers/wandb.yaml")])
+                               "--config=configs/loggers/wandb.yaml", "--wandb.log_adapters=true")])
     finally:
         mp.undo()
     run_dir = next((tmp / "runs" / "rerec").glob("version_*"))
@@ -64,6 +64,7 @@ def test_offline_run_has_the_sections_tables_and_summary(offline_fit: tuple[Path
     assert run.config["model"]["class_path"] == "rerec.rl.module.ReRecPolicy"  # the resolved config
     assert (run.name, run.project, run.group) == ("tiny-v0", "rerec", "tiny")
     assert run.exit_code == 0
+    assert ("tiny-v0-model-final", "model") in run.artifacts  # wandb.log_adapters (model-final: full fine-tuning)
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "metrics.csv").exists()  # the run folder is written as without W&B
 

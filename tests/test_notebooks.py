@@ -5,7 +5,6 @@ stripped."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest

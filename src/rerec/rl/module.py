@@ -117,7 +117,8 @@ class ReRecPolicy(L.LightningModule):
             one group. The loss and gradient do not depend on it.
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
-            rewards (W&B table when W&B is the logger, always ``completions.jsonl`` in the run folder).
+            rewards and what was read from them (always ``completions.jsonl`` in the run folder; also
+            the W&B ``completions`` table with ``--wandb.enabled true``).
         eval_max_new_tokens: Completion budget of evaluation, greedy and sampled (default: the rollout budget).
         eval_samples: n > 0 also measures the held-out set before and after RL with n answers per query
             sampled as in the rollouts (``generation``'s temperature, top-p, top-k): the mean NDCG@1 of a

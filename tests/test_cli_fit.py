@@ -51,6 +51,7 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"curriculum/active", "curriculum/mean_difficulty"} <= set(header)  # logged by the curriculum callback
     assert (run / "completions.jsonl").exists()
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at the end of the fit
     assert (run / "model-final" / "config.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
 

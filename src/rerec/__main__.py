@@ -1,4 +1,4 @@
-"""``python -m rerec`` → the LightningCLI (see :mod:`rerec.cli`)."""
+"""``python -m rerec`` → the ``rerec`` command (:mod:`rerec.cli`)."""
 
 from rerec.cli import main
 

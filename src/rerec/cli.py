@@ -1,73 +1,65 @@
-"""``python -m rerec {fit,validate,test,predict} --config configs/<recipe>.yaml``.
+"""``rerec {fit,validate,test,predict} --config configs/<recipe>.yaml`` (also ``python -m rerec``).
 
-A ``LightningCLI`` in subclass mode: the YAML names the LightningModule and LightningDataModule by
-``class_path`` (the RL policy ``rerec.rl.module.ReRecPolicy`` with ``rerec.data.datamodule.RecDataModule``,
-or the LightGCN trainer ``rerec.graph.lightgcn_module.LightGCNModule`` with
-``rerec.graph.lightgcn_data.InteractionDataModule``).
-Every knob is documented in those classes' docstrings: ``python -m rerec fit --model.help ReRecPolicy``.
+A ``LightningCLI`` in subclass mode (:class:`rerec.lightning_cli.ReRecCLI`): the YAML names the
+LightningModule and LightningDataModule by ``class_path`` (the RL policy ``rerec.rl.module.ReRecPolicy``
+with ``rerec.data.datamodule.RecDataModule``, or the LightGCN trainer
+``rerec.graph.lightgcn_module.LightGCNModule`` with ``rerec.graph.lightgcn_data.InteractionDataModule``).
+Every knob is documented in those classes' docstrings: ``rerec fit --model.help ReRecPolicy``.
 The fully resolved config is saved as ``config.yaml`` in the run folder.
+
+This module imports nothing heavy: ``rerec --help`` answers without loading Lightning (which takes
+seconds), and the CLI itself is imported on first use.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
+if TYPE_CHECKING:
+    from rerec.lightning_cli import ReRecCLI
 
-from rerec.rl.checkpointing import AtomicCheckpointIO, CheckpointFileError, check_checkpoint_file
+HELP = """\
+usage: rerec [-h] [-c CONFIG] {fit,validate,test,predict} ...
 
+ReRec: RL fine-tuning of a chat LLM into a recommendation assistant (Lightning CLI).
 
-class ReRecCLI(LightningCLI):
-    """LightningCLI with ReRec's logging set up, atomic checkpoint files (:class:`AtomicCheckpointIO`
-    unless ``trainer.plugins`` names another ``CheckpointIO``) and ``--ckpt_path`` checked before the
-    run starts (:func:`check_checkpoint_file`)."""
+options:
+  -h, --help            Show this help message and exit.
+  -c, --config CONFIG   Path to a configuration file in json or yaml format.
 
-    def before_instantiate_classes(self) -> None:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-        for name in ("rerec",):
-            logging.getLogger(name).setLevel(logging.INFO)
+subcommands:
+  fit                   RL fine-tuning (or LightGCN training), per the recipe
+  validate              Per-query-type held-out metrics of a checkpoint
+  test                  Per-query-type test metrics of a checkpoint
+  predict               Answers to the test queries (predictions.jsonl)
 
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
-        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(AtomicCheckpointIO())
-        return super().instantiate_trainer(**{**kwargs, "plugins": plugins})
-
-    def _parse_ckpt_path(self) -> None:
-        # Lightning reads --ckpt_path right after parsing (for its hyper-parameters): check the file first.
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path is not None:
-            check_checkpoint_file(ckpt_path)
-        super()._parse_ckpt_path()
-
-    def _check_ckpt_path(self) -> None:
-        """Also refuse a Lightning checkpoint of another model (one without the model's ``checkpoint_keys``)."""
-        ckpt_path = self._get(self.config_init, "ckpt_path")
-        if ckpt_path is not None:
-            check_checkpoint_file(ckpt_path, getattr(self.model, "checkpoint_keys", ()))
-
-    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+Every sub-command's options: rerec fit --help. A recipe: rerec fit --config configs/tiny.yaml
+(add --config configs/loggers/wandb.yaml, or --wandb.enabled true, for Weights & Biases).
+"""
 
 
-def main(args: list[str] | None = None) -> ReRecCLI:
-    """Run the CLI (``args`` defaults to ``sys.argv[1:]``). A ``--ckpt_path`` that cannot be resumed from
-    exits with one error line naming the file and the fault, before any run folder is made."""
-    try:
-        return ReRecCLI(
-            model_class=None,
-            datamodule_class=None,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-    except CheckpointFileError as error:
-        raise SystemExit(f"error: {error}") from None
+def main(args: list[str] | None = None) -> "ReRecCLI | None":
+    """Run the CLI (``args`` defaults to ``sys.argv[1:]``); ``--help`` alone prints the sub-commands
+    without importing Lightning."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv in (["-h"], ["--help"]):
+        print(HELP, end="")
+        if args is None:
+            raise SystemExit(0)
+        return None
+    from rerec.lightning_cli import run_cli
+
+    return run_cli(args)
+
+
+def __getattr__(name: str) -> Any:
+    """``rerec.cli.ReRecCLI`` (and the rest of :mod:`rerec.lightning_cli`) on first use."""
+    if name in ("ReRecCLI", "run_cli", "SUBCOMMANDS"):
+        import rerec.lightning_cli as cli
+
+        return getattr(cli, name)
+    raise AttributeError(f"module 'rerec.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -234,6 +234,11 @@ class CurriculumController:
         ndcg = self._ndcg[self._uid_pos[query_id]]
         return 1.0 if math.isnan(ndcg) else 1.0 - float(ndcg)
 
+    def difficulties(self) -> list[float]:
+        """Current difficulty of every training query, in dataset order (1.0 when never trained on):
+        what a per-epoch difficulty histogram shows."""
+        return self._index_difficulty().tolist()
+
     def shard(self) -> list[int]:
         """This rank's dataset indices for the whole current epoch (the sampler serves its tail)."""
         return self._shard().tolist()

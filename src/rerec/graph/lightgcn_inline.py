@@ -15,6 +15,7 @@ from rerec.data.records import Interactions
 from rerec.graph.interactions import bpr_batches, split_interactions
 from rerec.graph.lightgcn_eval import HeldOutEvaluator
 from rerec.graph.lightgcn_model import Adjacency, bpr_loss, build_adjacency, make_lightgcn
+from rerec.progress import progress
 
 
 def train_lightgcn(
@@ -67,7 +68,7 @@ def train_lightgcn(
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
             loader = bpr_batches(split, batch_size, seed)
             epoch_loss = math.nan
-            for _ in range(epochs):
+            for _ in progress(range(epochs), desc="LightGCN (inline)", unit="epoch"):
                 total, steps = 0.0, 0
                 for batch in loader:
                     batch = tuple(t.to(device) for t in batch)

@@ -15,6 +15,7 @@ import torch
 
 from rerec.data.tasks import RecTask
 from rerec.eval.report import EvalRecord, aggregate, sampled_summary
+from rerec.progress import progress
 from rerec.rl.engines import RolloutEngine
 from rerec.rl.rewards import RecReward
 from rerec.rl.rollout import GenerationConfig
@@ -96,7 +97,8 @@ class Evaluator:
         """:meth:`generate_answers` over ``tasks`` in chunks of ``batch_size`` generated rows."""
         step = max(1, self.batch_size // max(samples, 1))
         out: list[EvalRecord] = []
-        for start in range(0, len(tasks), step):
+        desc = f"held-out answers ({samples} sampled each)" if samples else "held-out answers (greedy)"
+        for start in progress(range(0, len(tasks), step), desc=desc, unit="batch"):
             out += self.generate_answers(tasks[start : start + step], samples=samples)
         return out
 

@@ -30,6 +30,7 @@ from rerec.eval.report import EvalRecord, write_predictions_jsonl, write_report
 from rerec.graph.scorer_setup import GraphRewardConfig, build_graph_scorer
 from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvantage
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
+from rerec.rl.completion_rows import completion_rows
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
@@ -40,6 +41,7 @@ from rerec.rl.reward_components import RewardComponent, default_reward_component
 from rerec.rl.rewards import RecReward, RewardConfig, ScoredRollouts
 from rerec.rl.rng_state import capture_rng_state, restore_rng_state
 from rerec.rl.rollout import GenerationConfig, Rollouts
+from rerec.rl.run_report import RunReport, log_completions_table
 from rerec.rl.run_stats import RunStats
 from rerec.rl.tiny_model import TinyModelConfig
 from rerec.rl.update import (
@@ -115,7 +117,8 @@ class ReRecPolicy(L.LightningModule):
             one group. The loss and gradient do not depend on it.
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
-            rewards (W&B table when W&B is the logger, always ``completions.jsonl`` in the run folder).
+            rewards and what was read from them (always ``completions.jsonl`` in the run folder; also
+            the W&B ``completions`` table with ``--wandb.enabled true``).
         eval_max_new_tokens: Completion budget of evaluation, greedy and sampled (default: the rollout budget).
         eval_samples: n > 0 also measures the held-out set before and after RL with n answers per query
             sampled as in the rollouts (``generation``'s temperature, top-p, top-k): the mean NDCG@1 of a
@@ -331,8 +334,9 @@ class ReRecPolicy(L.LightningModule):
         return bool(self.trainer.strategy.reduce_boolean_decision(decision, all=False))
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """A clean stop on SIGTERM/SIGINT (:class:`~rerec.rl.interrupt.GracefulStop`)."""
-        return [GracefulStop()]
+        """A clean stop on SIGTERM/SIGINT (:class:`~rerec.rl.interrupt.GracefulStop`); ``curves.png`` and
+        the W&B tables and summary (:class:`~rerec.rl.run_report.RunReport`)."""
+        return [GracefulStop(), RunReport()]
 
     def _old_and_ref_logps(self, ro: Rollouts) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Log-probs of the sampling policy (only when the update goes off-policy) and of the reference."""
@@ -390,23 +394,17 @@ class ReRecPolicy(L.LightningModule):
         return path
 
     def _log_completions(self, batch, texts, rewards, scored) -> None:
+        """Append this step's rollouts to ``completions.jsonl`` and, with W&B, log the ``completions``
+        table (:mod:`~rerec.rl.completion_rows`: reward components, parsed title, match kind, RAAE's
+        penalised segments)."""
         if not self.trainer.is_global_zero:
             return
-        G = self.generation.num_generations
-        rows = []
-        for i, text in enumerate(texts):
-            task = batch[i // G]
-            rows.append({
-                "step": self.stats.rl_steps, "query_id": task.query_id, "query_type": task.query_type,
-                "completion": text, "reward": round(float(rewards[i]), 4), "correct": scored.correct[i],
-            })
+        rows = completion_rows(self.stats.rl_steps, batch, texts, scored, self.generation.num_generations,
+                               getattr(self.advantage, "segment_by", None))
         with open(self._run_dir() / "completions.jsonl", "a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for logger in self.loggers:
-            if hasattr(logger, "log_table"):  # WandbLogger
-                cols = list(rows[0])
-                logger.log_table(key="completions", columns=cols, data=[[r[c] for c in cols] for r in rows])
+        log_completions_table(self.loggers, rows)
 
     # ================================================================== evaluation
     def _held_out_summary(self, stage: str) -> tuple[dict[str, Any], dict[str, float]]:

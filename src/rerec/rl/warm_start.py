@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from rerec.atomic import atomic_path
+from rerec.progress import progress
 
 log = logging.getLogger("rerec.rl")
 
@@ -203,7 +204,7 @@ def _copy_pretrain(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[in
     opt = torch.optim.AdamW(params, lr=copy_lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
-    for step in range(cfg.copy_steps):
+    for step in progress(range(cfg.copy_steps), desc="warm start: lookup", unit="step"):
         loss = _copy_loss(model, cfg, vocab, gen, cfg.copy_batch_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -265,7 +266,9 @@ def run_warm_start(
     facts = (_batches(knowledge, cfg.steps, cfg.knowledge_batch_size, cfg.seed + 2, pad_id)
              if cfg.knowledge_batch_size > 0 else None)
     fact_losses: list[float] = []
-    for step, (ids, mask, labels) in enumerate(_batches(examples, cfg.steps, cfg.batch_size, cfg.seed, pad_id)):
+    batches = _batches(examples, cfg.steps, cfg.batch_size, cfg.seed, pad_id)
+    bar = progress(batches, total=cfg.steps, desc="warm start: traces", unit="step")
+    for step, (ids, mask, labels) in enumerate(bar):
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
         loss = out.loss
         if cfg.copy_mix:

@@ -34,6 +34,7 @@ from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
+from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
 from rerec.rl.reward_components import RewardComponent, default_reward_components
@@ -379,6 +380,7 @@ class ReRecPolicy(L.LightningModule):
             "time/update_s": t3 - t2,
             "rollout_tokens_per_s": ro.num_completion_tokens / max(t1 - t0, 1e-9),
             "lr": self.optimizers().param_groups[0]["lr"],
+            **{f"memory/peak_{k}": v for k, v in peak_memory(self.device).items()},
             **{f"rewards/{k}/mean": float(v.mean()) for k, v in scored.components.items()},
             **{f"rewards/{k}/std": float(v.std(unbiased=False)) for k, v in scored.components.items()},
         }
@@ -490,11 +492,14 @@ class ReRecPolicy(L.LightningModule):
             "skipped_steps": self.guard.skipped,
             "skipped": self.guard.events,
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+            # this process's high-water marks (rank 0's under DDP; each rank logs its own per step)
+            "peak_memory": peak_memory(self.device),
         })
         path = self._run_dir() / "summary.json"
         if self.trainer.is_global_zero:
             atomic_write_json(path, self.summary, indent=2, default=str)
-            log.info("run summary (%s) written to %s", status, path)
+            log.info("run summary (%s) written to %s; peak memory %s", status, path,
+                     ", ".join(f"{k} {v:.2f}" for k, v in self.summary["peak_memory"].items()))
 
     # ================================================================== checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

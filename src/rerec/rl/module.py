@@ -30,6 +30,7 @@ from rerec.eval.report import EvalRecord, write_predictions_jsonl, write_report
 from rerec.graph.scorer_setup import GraphRewardConfig, build_graph_scorer
 from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvantage
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
+from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
@@ -298,9 +299,11 @@ class ReRecPolicy(L.LightningModule):
 
         group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
         metrics = self._step_metrics(ro, scored, group_std, zero_groups, (t0, t1, t2, t3), t_reward)
-        metrics.update({**adv.metrics, **update})
+        metrics.update({**adv.metrics, **update, "rollout_tokens": ro.num_completion_tokens})
+        metrics = reduce_metrics(metrics)  # every rank's rollouts, not rank 0's shard (no-op on one process)
+        tokens = int(metrics.pop("rollout_tokens"))
         self.stats.record_step({"generate": t1 - t0, "score": t2 - t1, "reward": t_reward, "update": t3 - t2},
-                               ro.num_completion_tokens, metrics)
+                               tokens, metrics)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         every = self.log_completions_every_n_steps
         if every and (self.stats.rl_steps == 1 or self.stats.rl_steps % every == 0):
@@ -386,8 +389,17 @@ class ReRecPolicy(L.LightningModule):
         }
 
     # ================================================================== logging helpers
+    def setup(self, stage: str) -> None:
+        """Resolve the run folder on every rank. ``trainer.log_dir`` is a broadcast from rank 0, so it
+        must be read by all ranks at the same point; later rank-0-only writes use this cached path
+        (reading ``log_dir`` there would leave the other ranks out of the broadcast and mismatch their
+        next collective)."""
+        self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+
     def _run_dir(self) -> Path:
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = getattr(self, "_run_dir_path", None)
+        if path is None:  # used without a trainer's setup (scripts): one process, no broadcast to miss
+            path = self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -428,9 +440,12 @@ class ReRecPolicy(L.LightningModule):
         return summary, metrics
 
     def _eval_epoch_end(self, stage: str) -> None:
-        if not self._eval_records:
+        # Lightning's distributed sampler spread the queries over the ranks: score all of them on every rank
+        # (every rank gathers, even one without records, so none is left waiting in the collective).
+        records = unique_by([r for part in gather_objects(self._eval_records) for r in part], "query_id")
+        if not records:
             return
-        result = self.evaluator.aggregate(self._eval_records)
+        result = self.evaluator.aggregate(records)
         self._eval_records = []
         flat = {f"{stage}/{k}": v for k, v in result["overall"].items() if isinstance(v, (int, float))}
         for qtype, m in result["by_type"].items():
@@ -458,9 +473,10 @@ class ReRecPolicy(L.LightningModule):
         return records
 
     def on_predict_epoch_end(self) -> None:
+        records = unique_by([r for part in gather_objects(self._eval_records) for r in part], "query_id")
         if self.trainer.is_global_zero:
             path = self._run_dir() / "predictions.jsonl"
-            write_predictions_jsonl(self._eval_records, path)
+            write_predictions_jsonl(records, path)
             log.info("predictions written to %s", path)
         self._eval_records = []
 

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["accepts_kwarg", "completion_logprobs", "entropy_from_logits", "position_ids_from_mask", "selective_log_softmax",
-           "selective_log_softmax_and_entropy"]
+__all__ = [
+    "accepts_kwarg", "completion_logprobs", "entropy_from_logits", "position_ids_from_mask",
+    "selective_log_softmax", "selective_log_softmax_and_entropy",
+]
 
 
 def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:

@@ -112,7 +112,7 @@ def generate(
         # Prefill each prompt once (all but its last token) and repeat the KV cache G times; generate
         # then continues from the cache, so the prompt is not recomputed for every sample of the group.
         # Only the cache is kept: ask for one column of logits, not (B, P, V) (with a 152k vocabulary and
-        # 500-token prompts that tensor alone is ~300 MB a prompt in float32).
+        # 560-token prompts that tensor is ~340 MB a prompt in float32).
         keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
         cache = model(
             input_ids=ids[:, :-1], attention_mask=mask[:, :-1],

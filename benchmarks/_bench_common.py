@@ -26,6 +26,7 @@ class RunSettings:
     beta: float = 0.0
     learning_rate: float = 1e-5
     mode: str = "full"                # full | lora
+    logits_chunk: int | None = None   # ReRec's logits_chunk_size (TRL has its own chunked kernel)
     steps: int = 6
     threads: int = 1
     seed: int = 0

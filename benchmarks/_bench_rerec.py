@@ -42,7 +42,7 @@ def main(settings_path: str) -> None:
     engine = HFGenerateEngine()
     engine.setup(policy, tokenizer)
     gen = GenerationConfig(num_generations=G, temperature=s.temperature, max_completion_length=s.max_completion_length)
-    logprobs = CompletionLogProbs(G, s.micro_batch_size, s.temperature)
+    logprobs = CompletionLogProbs(G, s.micro_batch_size, s.temperature, s.logits_chunk)
     split = BatchSplit(s.num_iterations, None, s.micro_batch_size)
     loss_cfg = PolicyLossConfig(epsilon=0.2, beta=s.beta, loss_type="token_mean")
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from _bench_common import RunSettings  # noqa: E402
 
 QWEN25_VOCAB = 151_936
 TINY = ModelSpec(hidden_size=64, num_layers=2, intermediate_size=128)
-M10 = ModelSpec(hidden_size=256, num_layers=6, num_heads=8, num_kv_heads=2, intermediate_size=768, tokenizer_vocab=8192)
+M10 = ModelSpec(hidden_size=256, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1024, tokenizer_vocab=8192)
 SWEEP_MODEL = ModelSpec(hidden_size=64, num_layers=2, intermediate_size=128, vocab_size=QWEN25_VOCAB,
                         tokenizer_vocab=8192)
 TRAINERS = ("rerec", "trl")
@@ -63,6 +63,7 @@ class BenchConfig:
     num_iterations: int = 1
     learning_rate: float = 1e-5
     temperature: float = 1.0
+    logits_chunk: int | None = None
 
 
 def quick_configs() -> list[BenchConfig]:
@@ -132,7 +133,7 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         micro_batch_size=config.micro_batch_size, temperature=config.temperature,
         num_iterations=config.num_iterations, beta=config.beta, learning_rate=config.learning_rate,
-        mode=config.mode, steps=steps, threads=threads,
+        mode=config.mode, steps=steps, threads=threads, logits_chunk=config.logits_chunk,
     )
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TRAINERS}
     for rep in range(repeats):
@@ -160,6 +161,7 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
                      "beta": config.beta, "num_iterations": config.num_iterations, "B": config.prompts.num_prompts,
                      "G": config.num_generations, "T": config.max_completion_length,
                      "micro_batch_size": config.micro_batch_size, "candidates": config.prompts.num_candidates,
+                     "rerec_logits_chunk": config.logits_chunk,
                      "prompt_tokens": {"min": min(prompt_tokens), "max": max(prompt_tokens)},
                      "repeats": repeats, "steps": steps, "timed_from_step": FIRST_TIMED_STEP, "threads": threads},
         "rerec": rerec, "trl": trl,
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sweep-prompts", type=int, default=2, help="B of the sweep")
     parser.add_argument("--sweep-generations", type=int, default=4, help="G of the sweep")
     parser.add_argument("--movies", default=None, help="a MovieLens movies.dat for realistic titles")
+    parser.add_argument("--logits-chunk", type=int, default=None,
+                        help="ReRec's logits_chunk_size (completion columns per LM-head call)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default 5; sweep 4)")
     parser.add_argument("--threads", type=int, default=1)
@@ -233,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         configs = sweep_configs([int(x) for x in args.lengths.split(",")], args.sweep_prompts, args.sweep_generations)
     else:
         configs = quick_configs() if args.quick else full_configs()
+    if args.logits_chunk:
+        configs = [replace(c, name=f"{c.name}, ReRec logits chunk {args.logits_chunk}", logits_chunk=args.logits_chunk)
+                   for c in configs]
     if args.only:
         configs = [c for c in configs if args.only in c.name]
     steps = args.steps or (4 if args.sweep else 5)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "accepts_kwarg", "completion_logprobs", "entropy_from_logits", "position_ids_from_mask",
@@ -216,6 +217,7 @@ def grouped_completion_logprobs(
     group_size: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    logits_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Same result as :func:`completion_logprobs`, computing each shared prompt once per group.
 
@@ -234,6 +236,11 @@ def grouped_completion_logprobs(
         group_size: ``G``; rows ``g·G … g·G+G−1`` must share their prompt block.
         temperature: sampling temperature (logits are divided by it).
         with_entropy: also return the per-token entropy (no gradient).
+        logits_chunk: apply the LM head to this many completion columns at a time, recomputing each
+            chunk's logits in the backward instead of keeping them: peak memory holds ``(n, chunk, V)``
+            logits instead of ``(n, T, V)`` and their gradient, for one more LM-head pass. ``None``: all
+            columns at once. Needs a model with ``get_decoder()`` and ``get_output_embeddings()``
+            (Hugging Face causal LMs); others take the unchunked path.
     """
     n_rows, length = input_ids.shape
     if group_size < 1 or n_rows % group_size:
@@ -253,6 +260,21 @@ def grouped_completion_logprobs(
     cache.batch_repeat_interleave(group_size)
     first = out.logits[:, -1:, :].repeat_interleave(group_size, 0)  # predicts completion token 0
     completion = input_ids[:, prompt_length:]
+    split = _decoder_and_head(model) if logits_chunk else None
+    if split is not None:
+        decoder, head = split
+        hidden = decoder(
+            input_ids=completion[:, :-1], attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids[:, prompt_length:-1], past_key_values=cache, use_cache=True,
+        ).last_hidden_state
+        parts = [_tempered_scores(first, completion[:, :1], temperature, with_entropy)]
+        for start in range(0, hidden.shape[1], logits_chunk):
+            cols = slice(start, start + logits_chunk)
+            parts.append(checkpoint(_head_scores, head, hidden[:, cols], completion[:, 1:][:, cols], temperature,
+                                    with_entropy, use_reentrant=False))
+        logps = torch.cat([p[0] for p in parts], dim=1)
+        entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
+        return logps, entropy
     rest = model(
         input_ids=completion[:, :-1],
         attention_mask=attention_mask[:, :-1],
@@ -267,6 +289,23 @@ def grouped_completion_logprobs(
     logps = torch.cat([p[0] for p in parts], dim=1)
     entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
     return logps, entropy
+
+
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The decoder stack (returning final-normed hidden states) and the LM head of a Hugging Face causal
+    LM, seen through a peft wrapper (whose adapters live inside those modules); ``None`` if it has none."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_decoder, get_head = getattr(inner, "get_decoder", None), getattr(inner, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    decoder, head = get_decoder(), get_head()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def _head_scores(head: nn.Module, hidden: Tensor, labels: Tensor, temperature: float, with_entropy: bool):
+    """Log-probs (and entropy) of one chunk of hidden states through the LM head; run under
+    ``checkpoint`` so its logits are freed after the forward and rebuilt in the backward."""
+    return _tempered_scores(head(hidden), labels, temperature, with_entropy)
 
 
 def _tempered_scores(logits: Tensor, labels: Tensor, temperature: float, with_entropy: bool):

@@ -115,6 +115,11 @@ class ReRecPolicy(L.LightningModule):
         micro_batch_size: Rollouts per forward/backward (gradient accumulation inside a mini-batch);
             rounded down to whole groups of G (a group's rollouts share one prompt forward), at least
             one group. The loss and gradient do not depend on it.
+        logits_chunk_size: Completion columns per LM-head call when log-probs are computed (``null``: all
+            at once). With a large vocabulary and long completions the ``(rows, T, V)`` float32 logits of a
+            micro-batch and their gradient are most of the update's peak memory; a chunk of e.g. 64 keeps
+            ``(rows, 64, V)`` and recomputes each chunk's logits in the backward (one more LM-head pass).
+            Applies where each group's prompt is shared (no gradient checkpointing).
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
             rewards (W&B table when W&B is the logger, always ``completions.jsonl`` in the run folder).
@@ -158,6 +163,7 @@ class ReRecPolicy(L.LightningModule):
         num_iterations: int = 1,
         mini_batch_size: int | None = None,
         micro_batch_size: int = 16,
+        logits_chunk_size: int | None = None,
         max_grad_norm: float = 1.0,
         log_completions_every_n_steps: int = 25,
         eval_max_new_tokens: int | None = None,
@@ -186,6 +192,9 @@ class ReRecPolicy(L.LightningModule):
         self.loss_config = loss
         self.optim = optim
         self.split = BatchSplit(num_iterations, mini_batch_size, micro_batch_size)
+        if logits_chunk_size is not None and logits_chunk_size < 1:
+            raise ValueError(f"logits_chunk_size must be >= 1 or null, got {logits_chunk_size}")
+        self.logits_chunk_size = logits_chunk_size
         self.max_grad_norm = max_grad_norm
         self.log_completions_every_n_steps = log_completions_every_n_steps
         self.eval_max_new_tokens = eval_max_new_tokens
@@ -237,7 +246,8 @@ class ReRecPolicy(L.LightningModule):
         G = self.generation.num_generations
         # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
         unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
-        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature)
+        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
+                                           self.logits_chunk_size)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,

@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default 5; sweep 4)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default=None, help="run only configurations whose name contains this")
+    parser.add_argument("--only", default=None,
+                        help="run only the configuration of this name, or else those whose name contains it")
     parser.add_argument("--work-dir", default=".cache/rerec/bench-vs-trl")
     parser.add_argument("--json", action="store_true", help="print the JSON object only")
     parser.add_argument("--out", default=None, help="also write the JSON here (and the table next to it, .md)")
@@ -240,8 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.logits_chunk:
         configs = [replace(c, name=f"{c.name}, ReRec logits chunk {args.logits_chunk}", logits_chunk=args.logits_chunk)
                    for c in configs]
-    if args.only:
-        configs = [c for c in configs if args.only in c.name]
+    if args.only:  # an exact name, else every name containing it
+        configs = [c for c in configs if c.name == args.only] or [c for c in configs if args.only in c.name]
     steps = args.steps or (4 if args.sweep else 5)
     titles = load_titles(args.movies)
     work = Path(args.work_dir)

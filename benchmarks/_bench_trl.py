@@ -45,7 +45,7 @@ def main(settings_path: str) -> None:
         steps_per_generation=accumulation, num_generations=G, max_completion_length=s.max_completion_length,
         temperature=s.temperature, top_k=0, top_p=1.0, num_iterations=s.num_iterations, beta=s.beta,
         learning_rate=s.learning_rate, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0, epsilon=0.2,
-        loss_type="dapo", max_steps=s.steps, logging_steps=10**6, save_strategy="no", report_to="none",
+        loss_type="dapo", max_steps=s.steps * s.num_iterations, logging_steps=10**6, save_strategy="no", report_to="none",
         shuffle_dataset=False, seed=s.seed, dataloader_num_workers=0, disable_tqdm=True,
         generation_kwargs={"min_new_tokens": s.max_completion_length},
         gradient_checkpointing=False,  # TRL turns it on by default; ReRec's benchmark side runs without
@@ -87,16 +87,27 @@ def main(settings_path: str) -> None:
     trainer._generate_and_score_completions = timed_generate_and_score
 
     class StepTimer(TrainerCallback):
+        """One record per rollout batch: with μ > 1 TRL takes μ optimizer steps on one generation (the
+        later ones reuse its buffer), which together are one ReRec step."""
+
+        optimizer_steps = 0
+        step = 0.0
+
         def on_step_begin(self, *_, **__):
-            spent.update(generate=0.0, generate_and_score=0.0, tokens=0)
+            if self.optimizer_steps % s.num_iterations == 0:
+                spent.update(generate=0.0, generate_and_score=0.0, tokens=0)
+                self.step = 0.0
             self.t0 = time.perf_counter()
 
         def on_step_end(self, *_, **__):
-            step = time.perf_counter() - self.t0
-            out.step_s.append(step)
+            self.step += time.perf_counter() - self.t0
+            self.optimizer_steps += 1
+            if self.optimizer_steps % s.num_iterations:
+                return
+            out.step_s.append(self.step)
             out.generate_s.append(spent["generate"])
             out.score_s.append(spent["generate_and_score"] - spent["generate"])
-            out.update_s.append(step - spent["generate_and_score"])
+            out.update_s.append(self.step - spent["generate_and_score"])
             out.completion_tokens.append(spent["tokens"])
 
     trainer.add_callback(StepTimer())

@@ -36,12 +36,13 @@ def test_fit_writes_the_run_folder_contract(fitted: tuple[Path, Path]) -> None:
     assert summary["steps"] == 2
     assert set(summary["step_time_s"]) == {"generate", "score", "update"}
     assert summary["rollout_tokens_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert 0.05 < summary["peak_memory"]["cpu_rss_gb"] < 64  # a Python process with torch, in GiB
     means = summary["train_metrics_mean"]
     for name in ("reward", "reward_std", "rewards/format/mean", "rewards/ndcg/mean", "rewards/qas/mean",
                  "rewards/pas/mean", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/low_mean",
                  "clip_ratio/high_mean", "kl", "entropy", "policy_loss", "rollout_tokens_per_s",
                  "time/generate_s", "time/score_s", "time/update_s", "raae/penalized_segment_frac",
-                 "rewards/ndcg/std"):
+                 "rewards/ndcg/std", "memory/peak_cpu_rss_gb"):
         assert name in means, name
     assert isinstance(summary["curriculum"], list) and summary["curriculum"]
     assert summary["warm_start"]["knowledge_final_loss"] is not None  # tiny.yaml's knowledge lines are used

@@ -141,7 +141,8 @@ def test_lightning_fit_exports_embeddings_and_checkpoints(world: Path, tmp_path:
     )
     trainer.fit(model, datamodule=data)
     metrics = trainer.callback_metrics
-    for name in ("train/bpr_loss", "val/recall@20", "val/ndcg@20", "val/pop_recall@20", "val/pop_ndcg@20"):
+    for name in ("train/bpr_loss", "val/recall@20", "val/ndcg@20", "val/pop_recall@20", "val/pop_ndcg@20",
+                 "memory/peak_cpu_rss_gb"):
         assert name in metrics, name
     exported = load_item_embeddings(Path(trainer.log_dir) / "item_embeddings.pt")
     assert exported["embeddings"].shape == (data.split.num_items, 16)

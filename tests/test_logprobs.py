@@ -181,3 +181,25 @@ def test_input_validation_and_empty_completion():
         completion_logprobs(CopyLM(), ids, mask, prompt_length=1, micro_batch_size=0)
     logps, ent = completion_logprobs(CopyLM(), ids, mask, prompt_length=3, with_entropy=True)
     assert logps.shape == (1, 0) and ent is not None and ent.shape == (1, 0)
+
+
+def test_fused_log_softmax_and_entropy_match_the_separate_ones() -> None:
+    """One logsumexp per slice gives the same log-probs (and gradient) and entropy as the two passes."""
+    from rerec.rl.logprobs import selective_log_softmax_and_entropy
+
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5, 50) * 3).requires_grad_()
+    index = torch.randint(0, 50, (3, 5))
+    logps, entropy = selective_log_softmax_and_entropy(logits, index)
+    (grad,) = torch.autograd.grad(logps.sum(), logits)
+    ref = selective_log_softmax(logits, index)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), logits)
+    full = torch.log_softmax(logits.detach(), -1)
+    torch.testing.assert_close(logps, ref)
+    torch.testing.assert_close(grad, ref_grad)
+    torch.testing.assert_close(entropy, -(full.exp() * full).sum(-1))
+    torch.testing.assert_close(entropy, entropy_from_logits(logits.detach()))
+    assert not entropy.requires_grad
+    one, one_entropy = selective_log_softmax_and_entropy(logits[0, 0], index[0, 0])
+    torch.testing.assert_close(one, ref[0, 0])
+    torch.testing.assert_close(one_entropy, entropy[0, 0])

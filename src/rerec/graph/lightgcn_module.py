@@ -22,6 +22,7 @@ from rerec.atomic import atomic_path
 from rerec.graph.interactions import InteractionSplit
 from rerec.graph.lightgcn_eval import HeldOutEvaluator
 from rerec.graph.lightgcn_model import Adjacency, bpr_loss, build_adjacency
+from rerec.rl.peak_memory import peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,17 @@ class LightGCNModule(L.LightningModule):
         folder = self.trainer.log_dir or self.trainer.default_root_dir
         return Path(folder) / EMBEDDINGS_FILE
 
+    def on_train_epoch_end(self) -> None:
+        self.log_dict({f"memory/peak_{k}": v for k, v in peak_memory(self.device).items()}, sync_dist=True,
+                      reduce_fx="max")
+
     def on_fit_end(self) -> None:
+        # export_path reads trainer.log_dir, a broadcast from rank 0: every rank reads it, before the
+        # rank-0 branch (a rank-0-only broadcast would leave the other ranks out of the collective).
+        path = self.export_path()
+        log.info("LightGCN fit: peak memory %s",
+                 ", ".join(f"{k} {v:.2f} GiB" for k, v in peak_memory(self.device).items()))
         if self.trainer.is_global_zero:
-            path = self.export_path()
             # Through a handle: torch names the archive inside after a file path, and the temporary
             # one is random, so the same embeddings would not give the same bytes.
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -16,8 +16,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["completion_logprobs", "entropy_from_logits", "position_ids_from_mask", "selective_log_softmax"]
+__all__ = [
+    "accepts_kwarg", "completion_logprobs", "entropy_from_logits", "position_ids_from_mask",
+    "selective_log_softmax", "selective_log_softmax_and_entropy",
+]
 
 
 def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
@@ -55,14 +59,37 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
         ``(...)`` float32 entropy in nats.
     """
 
-    def _one(z: Tensor) -> Tensor:
-        z = z.float()
-        p = torch.softmax(z, dim=-1)
-        return torch.logsumexp(z, dim=-1) - (p * z).sum(-1)
-
     if logits.dim() == 1:
-        return _one(logits)
-    return torch.stack([_one(row) for row in logits])
+        return _entropy_given_lse(logits.float(), torch.logsumexp(logits.float(), dim=-1))
+    return torch.stack([_entropy_given_lse(row.float(), torch.logsumexp(row.float(), dim=-1)) for row in logits])
+
+
+@torch.no_grad()
+def _entropy_given_lse(z: Tensor, lse: Tensor) -> Tensor:
+    """Entropy of ``softmax(z)`` when ``logsumexp(z)`` is known: one ``z``-sized temporary, used in place
+    (the softmax, then its product with ``z``), instead of three."""
+    p = (z - lse.unsqueeze(-1)).exp_()
+    return lse - p.mul_(z).sum(-1)
+
+
+def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """``(selective_log_softmax(logits, index), entropy_from_logits(logits))`` with one ``logsumexp``
+    per slice instead of two: at a 152k vocabulary the full-vocabulary passes are most of the update's
+    time outside the model. The entropy carries no gradient."""
+    if logits.shape[:-1] != index.shape:
+        raise ValueError(f"selective_log_softmax: logits {tuple(logits.shape)} vs index {tuple(index.shape)}")
+    picked = torch.gather(logits, -1, index.long().unsqueeze(-1)).squeeze(-1).float()
+    rows = logits.unsqueeze(0) if logits.dim() == 1 else logits
+    lses, entropies = [], []
+    for row in rows:
+        z = row.float()
+        lse = torch.logsumexp(z, dim=-1)
+        lses.append(lse)
+        entropies.append(_entropy_given_lse(z.detach(), lse.detach()))
+    lse, entropy = torch.stack(lses), torch.stack(entropies)
+    if logits.dim() == 1:
+        lse, entropy = lse[0], entropy[0]
+    return picked - lse, entropy
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -80,7 +107,7 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _accepts_kwarg(model: nn.Module, name: str) -> bool:
+def accepts_kwarg(model: nn.Module, name: str) -> bool:
     """Whether ``model``'s forward (seen through a peft wrapper) takes the keyword ``name``."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -144,9 +171,9 @@ def completion_logprobs(
     labels = input_ids[:, prompt_length:]
     extra: dict[str, Any] = {}
     # Only the logits at columns P-1 .. P+T-2 are needed: the last T+1 columns minus the final one.
-    if _accepts_kwarg(model, "logits_to_keep"):
+    if accepts_kwarg(model, "logits_to_keep"):
         extra["logits_to_keep"] = n_completion + 1
-    if _accepts_kwarg(model, "use_cache"):
+    if accepts_kwarg(model, "use_cache"):
         extra["use_cache"] = False
 
     step = micro_batch_size or n_rows
@@ -170,9 +197,12 @@ def completion_logprobs(
         logits = logits[:, -(n_completion + 1) : -1, :]
         if temperature != 1.0:
             logits = logits.float() / temperature
-        logps_parts.append(selective_log_softmax(logits, labels[rows]))
         if with_entropy:
-            entropy_parts.append(entropy_from_logits(logits.detach()))
+            logps, entropy = selective_log_softmax_and_entropy(logits, labels[rows])
+            logps_parts.append(logps)
+            entropy_parts.append(entropy)
+        else:
+            logps_parts.append(selective_log_softmax(logits, labels[rows]))
         del out, logits
     logps = torch.cat(logps_parts, dim=0)
     entropy = torch.cat(entropy_parts, dim=0) if with_entropy else None
@@ -187,6 +217,7 @@ def grouped_completion_logprobs(
     group_size: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    logits_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Same result as :func:`completion_logprobs`, computing each shared prompt once per group.
 
@@ -205,6 +236,11 @@ def grouped_completion_logprobs(
         group_size: ``G``; rows ``g·G … g·G+G−1`` must share their prompt block.
         temperature: sampling temperature (logits are divided by it).
         with_entropy: also return the per-token entropy (no gradient).
+        logits_chunk: apply the LM head to this many completion columns at a time, recomputing each
+            chunk's logits in the backward instead of keeping them: peak memory holds ``(n, chunk, V)``
+            logits instead of ``(n, T, V)`` and their gradient, for one more LM-head pass. ``None``: all
+            columns at once. Needs a model with ``get_decoder()`` and ``get_output_embeddings()``
+            (Hugging Face causal LMs); others take the unchunked path.
     """
     n_rows, length = input_ids.shape
     if group_size < 1 or n_rows % group_size:
@@ -224,6 +260,21 @@ def grouped_completion_logprobs(
     cache.batch_repeat_interleave(group_size)
     first = out.logits[:, -1:, :].repeat_interleave(group_size, 0)  # predicts completion token 0
     completion = input_ids[:, prompt_length:]
+    split = _decoder_and_head(model) if logits_chunk else None
+    if split is not None:
+        decoder, head = split
+        hidden = decoder(
+            input_ids=completion[:, :-1], attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids[:, prompt_length:-1], past_key_values=cache, use_cache=True,
+        ).last_hidden_state
+        parts = [_tempered_scores(first, completion[:, :1], temperature, with_entropy)]
+        for start in range(0, hidden.shape[1], logits_chunk):
+            cols = slice(start, start + logits_chunk)
+            parts.append(checkpoint(_head_scores, head, hidden[:, cols], completion[:, 1:][:, cols], temperature,
+                                    with_entropy, use_reentrant=False))
+        logps = torch.cat([p[0] for p in parts], dim=1)
+        entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
+        return logps, entropy
     rest = model(
         input_ids=completion[:, :-1],
         attention_mask=attention_mask[:, :-1],
@@ -231,9 +282,36 @@ def grouped_completion_logprobs(
         past_key_values=cache,
         use_cache=True,
     ).logits
-    logits = torch.cat([first, rest], dim=1)
+    # The two logit blocks are scored apart and only their (n, T) results joined: concatenating the
+    # logits would copy the whole (n, T, V) tensor (and its gradient) once more.
+    parts = [_tempered_scores(block, completion[:, cols], temperature, with_entropy)
+             for block, cols in ((first, slice(0, 1)), (rest, slice(1, None))) if block.shape[1]]
+    logps = torch.cat([p[0] for p in parts], dim=1)
+    entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
+    return logps, entropy
+
+
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The decoder stack (returning final-normed hidden states) and the LM head of a Hugging Face causal
+    LM, seen through a peft wrapper (whose adapters live inside those modules); ``None`` if it has none."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_decoder, get_head = getattr(inner, "get_decoder", None), getattr(inner, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    decoder, head = get_decoder(), get_head()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def _head_scores(head: nn.Module, hidden: Tensor, labels: Tensor, temperature: float, with_entropy: bool):
+    """Log-probs (and entropy) of one chunk of hidden states through the LM head; run under
+    ``checkpoint`` so its logits are freed after the forward and rebuilt in the backward."""
+    return _tempered_scores(head(hidden), labels, temperature, with_entropy)
+
+
+def _tempered_scores(logits: Tensor, labels: Tensor, temperature: float, with_entropy: bool):
+    """``(log-probs of labels, entropy or None)`` of one block of logits at ``temperature``."""
     if temperature != 1.0:
         logits = logits.float() / temperature
-    logps = selective_log_softmax(logits, completion)
-    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
-    return logps, entropy
+    if with_entropy:
+        return selective_log_softmax_and_entropy(logits, labels)
+    return selective_log_softmax(logits, labels), None

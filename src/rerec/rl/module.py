@@ -31,10 +31,12 @@ from rerec.graph.scorer_setup import GraphRewardConfig, build_graph_scorer
 from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvantage
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
 from rerec.rl.completion_rows import completion_rows
+from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
+from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
 from rerec.rl.reward_components import RewardComponent, default_reward_components
@@ -115,6 +117,11 @@ class ReRecPolicy(L.LightningModule):
         micro_batch_size: Rollouts per forward/backward (gradient accumulation inside a mini-batch);
             rounded down to whole groups of G (a group's rollouts share one prompt forward), at least
             one group. The loss and gradient do not depend on it.
+        logits_chunk_size: Completion columns per LM-head call when log-probs are computed (``null``: all
+            at once). With a large vocabulary and long completions the ``(rows, T, V)`` float32 logits of a
+            micro-batch and their gradient are most of the update's peak memory; a chunk of e.g. 64 keeps
+            ``(rows, 64, V)`` and recomputes each chunk's logits in the backward (one more LM-head pass).
+            Applies where each group's prompt is shared (no gradient checkpointing).
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
             rewards and what was read from them (always ``completions.jsonl`` in the run folder; also
@@ -159,6 +166,7 @@ class ReRecPolicy(L.LightningModule):
         num_iterations: int = 1,
         mini_batch_size: int | None = None,
         micro_batch_size: int = 16,
+        logits_chunk_size: int | None = None,
         max_grad_norm: float = 1.0,
         log_completions_every_n_steps: int = 25,
         eval_max_new_tokens: int | None = None,
@@ -187,6 +195,9 @@ class ReRecPolicy(L.LightningModule):
         self.loss_config = loss
         self.optim = optim
         self.split = BatchSplit(num_iterations, mini_batch_size, micro_batch_size)
+        if logits_chunk_size is not None and logits_chunk_size < 1:
+            raise ValueError(f"logits_chunk_size must be >= 1 or null, got {logits_chunk_size}")
+        self.logits_chunk_size = logits_chunk_size
         self.max_grad_norm = max_grad_norm
         self.log_completions_every_n_steps = log_completions_every_n_steps
         self.eval_max_new_tokens = eval_max_new_tokens
@@ -238,7 +249,8 @@ class ReRecPolicy(L.LightningModule):
         G = self.generation.num_generations
         # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
         unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
-        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature)
+        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
+                                           self.logits_chunk_size)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,
@@ -300,9 +312,11 @@ class ReRecPolicy(L.LightningModule):
 
         group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
         metrics = self._step_metrics(ro, scored, group_std, zero_groups, (t0, t1, t2, t3), t_reward)
-        metrics.update({**adv.metrics, **update})
+        metrics.update({**adv.metrics, **update, "rollout_tokens": ro.num_completion_tokens})
+        metrics = reduce_metrics(metrics)  # every rank's rollouts, not rank 0's shard (no-op on one process)
+        tokens = int(metrics.pop("rollout_tokens"))
         self.stats.record_step({"generate": t1 - t0, "score": t2 - t1, "reward": t_reward, "update": t3 - t2},
-                               ro.num_completion_tokens, metrics)
+                               tokens, metrics)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         every = self.log_completions_every_n_steps
         if every and (self.stats.rl_steps == 1 or self.stats.rl_steps % every == 0):
@@ -383,13 +397,23 @@ class ReRecPolicy(L.LightningModule):
             "time/update_s": t3 - t2,
             "rollout_tokens_per_s": ro.num_completion_tokens / max(t1 - t0, 1e-9),
             "lr": self.optimizers().param_groups[0]["lr"],
+            **{f"memory/peak_{k}": v for k, v in peak_memory(self.device).items()},
             **{f"rewards/{k}/mean": float(v.mean()) for k, v in scored.components.items()},
             **{f"rewards/{k}/std": float(v.std(unbiased=False)) for k, v in scored.components.items()},
         }
 
     # ================================================================== logging helpers
+    def setup(self, stage: str) -> None:
+        """Resolve the run folder on every rank. ``trainer.log_dir`` is a broadcast from rank 0, so it
+        must be read by all ranks at the same point; later rank-0-only writes use this cached path
+        (reading ``log_dir`` there would leave the other ranks out of the broadcast and mismatch their
+        next collective)."""
+        self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+
     def _run_dir(self) -> Path:
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = getattr(self, "_run_dir_path", None)
+        if path is None:  # used without a trainer's setup (scripts): one process, no broadcast to miss
+            path = self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -424,9 +448,12 @@ class ReRecPolicy(L.LightningModule):
         return summary, metrics
 
     def _eval_epoch_end(self, stage: str) -> None:
-        if not self._eval_records:
+        # Lightning's distributed sampler spread the queries over the ranks: score all of them on every rank
+        # (every rank gathers, even one without records, so none is left waiting in the collective).
+        records = unique_by([r for part in gather_objects(self._eval_records) for r in part], "query_id")
+        if not records:
             return
-        result = self.evaluator.aggregate(self._eval_records)
+        result = self.evaluator.aggregate(records)
         self._eval_records = []
         flat = {f"{stage}/{k}": v for k, v in result["overall"].items() if isinstance(v, (int, float))}
         for qtype, m in result["by_type"].items():
@@ -454,9 +481,10 @@ class ReRecPolicy(L.LightningModule):
         return records
 
     def on_predict_epoch_end(self) -> None:
+        records = unique_by([r for part in gather_objects(self._eval_records) for r in part], "query_id")
         if self.trainer.is_global_zero:
             path = self._run_dir() / "predictions.jsonl"
-            write_predictions_jsonl(self._eval_records, path)
+            write_predictions_jsonl(records, path)
             log.info("predictions written to %s", path)
         self._eval_records = []
 
@@ -488,11 +516,14 @@ class ReRecPolicy(L.LightningModule):
             "skipped_steps": self.guard.skipped,
             "skipped": self.guard.events,
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+            # this process's high-water marks (rank 0's under DDP; each rank logs its own per step)
+            "peak_memory": peak_memory(self.device),
         })
         path = self._run_dir() / "summary.json"
         if self.trainer.is_global_zero:
             atomic_write_json(path, self.summary, indent=2, default=str)
-            log.info("run summary (%s) written to %s", status, path)
+            log.info("run summary (%s) written to %s; peak memory %s", status, path,
+                     ", ".join(f"{k} {v:.2f}" for k, v in self.summary["peak_memory"].items()))
 
     # ================================================================== checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rerec.rl.logprobs import position_ids_from_mask
+from rerec.rl.logprobs import accepts_kwarg, position_ids_from_mask
 
 
 @dataclass
@@ -111,9 +111,12 @@ def generate(
     if g > 1 and config.share_prompt_prefill and ids.shape[1] > 1:
         # Prefill each prompt once (all but its last token) and repeat the KV cache G times; generate
         # then continues from the cache, so the prompt is not recomputed for every sample of the group.
+        # Only the cache is kept: ask for one column of logits, not (B, P, V) (with a 152k vocabulary and
+        # 560-token prompts that tensor is ~340 MB a prompt in float32).
+        keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
         cache = model(
             input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-            position_ids=position_ids_from_mask(mask[:, :-1]), use_cache=True,
+            position_ids=position_ids_from_mask(mask[:, :-1]), use_cache=True, **keep,
         ).past_key_values
         cache.batch_repeat_interleave(g)
     ids, mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)

@@ -86,19 +86,23 @@ class CompletionLogProbs:
             gradient checkpointing Hugging Face turns off the KV cache the shared forward needs).
         micro_batch_size: Rows per forward (rounded down to whole groups, at least one group).
         temperature: The sampling temperature (log-probs are of the tempered distribution).
+        logits_chunk: Completion columns per LM-head call in the shared-prompt path (``None``: all);
+            see :func:`~rerec.rl.logprobs.grouped_completion_logprobs`.
     """
 
-    def __init__(self, group_size: int, micro_batch_size: int, temperature: float) -> None:
+    def __init__(self, group_size: int, micro_batch_size: int, temperature: float,
+                 logits_chunk: int | None = None) -> None:
         self.unit = max(group_size, 1)
         self.micro_rows = max(micro_batch_size // self.unit, 1) * self.unit
         self.temperature = temperature
+        self.logits_chunk = logits_chunk
 
     def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False):
         """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``."""
         if self.unit > 1:
             return grouped_completion_logprobs(
                 model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
-                self.temperature, with_entropy,
+                self.temperature, with_entropy, self.logits_chunk,
             )
         return completion_logprobs(
             model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, None, self.temperature,

@@ -60,7 +60,7 @@ def step_metrics(run: Path) -> dict[int, dict[str, float]]:
         for row in csv.DictReader(fh):
             if row.get("reward"):
                 rows[int(row["step"])] = {k: float(v) for k, v in row.items()
-                                          if v and not k.startswith("time/") and "per_s" not in k}
+                                          if v and not k.startswith(("time/", "memory/")) and "per_s" not in k}
     return rows
 
 
@@ -74,7 +74,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 def training_means(run: Path) -> dict[str, float]:
     means = json.loads((run / "summary.json").read_text())["train_metrics_mean"]
-    return {k: v for k, v in means.items() if not k.startswith("time/") and "per_s" not in k}
+    return {k: v for k, v in means.items() if not k.startswith(("time/", "memory/")) and "per_s" not in k}
 
 
 def assert_continues(reference: Path, resumed: Path, first_step: int) -> None:

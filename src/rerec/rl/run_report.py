@@ -85,9 +85,15 @@ class RunReport(L.Callback):
     """``curves.png`` at the end of a fit, and the W&B tables, histogram, picture and summary (see the
     module docstring). Added by :meth:`ReRecPolicy.configure_callbacks`; nothing to configure."""
 
-    @staticmethod
-    def _run_dir(trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Resolve the run folder on every rank: ``trainer.log_dir`` is a broadcast from rank 0, and a
+        read in a rank-0-only branch would leave the other ranks out of it (their next collective then
+        fails)."""
+        self._dir = Path(trainer.log_dir or trainer.default_root_dir)
+
+    def _run_dir(self, trainer: L.Trainer) -> Path:
+        path = getattr(self, "_dir", None)
+        return path if path is not None else Path(trainer.log_dir or trainer.default_root_dir)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = wandb_loggers(trainer.loggers)

@@ -410,7 +410,8 @@ class ReRecPolicy(L.LightningModule):
         next collective)."""
         self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
 
-    def _run_dir(self) -> Path:
+    def run_dir(self) -> Path:
+        """The run folder (created), resolved on every rank in :meth:`setup`; safe in rank-0-only code."""
         path = getattr(self, "_run_dir_path", None)
         if path is None:  # used without a trainer's setup (scripts): one process, no broadcast to miss
             path = self._run_dir_path = Path(self.trainer.log_dir or self.trainer.default_root_dir)
@@ -425,7 +426,7 @@ class ReRecPolicy(L.LightningModule):
             return
         rows = completion_rows(self.stats.rl_steps, batch, texts, scored, self.generation.num_generations,
                                getattr(self.advantage, "segment_by", None))
-        with open(self._run_dir() / "completions.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.run_dir() / "completions.jsonl", "a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         log_completions_table(self.loggers, rows)
@@ -438,7 +439,7 @@ class ReRecPolicy(L.LightningModule):
         result = self.evaluator.greedy(tasks)
         summary = accuracy_summary(result)
         if self.trainer.is_global_zero:
-            write_report(result, self._run_dir(), stage)
+            write_report(result, self.run_dir(), stage)
         metrics = {f"{stage}/accuracy": summary["accuracy"]}
         if self.eval_samples:
             summary["sampled"] = self.evaluator.sampled(tasks, self.eval_samples)
@@ -460,8 +461,8 @@ class ReRecPolicy(L.LightningModule):
             flat[f"{stage}/accuracy/{qtype}"] = m["accuracy"]
         self.log_dict(flat, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            write_report(result, self._run_dir() / "eval", f"{stage}-step{self.stats.rl_steps}")
-            write_report(result, self._run_dir(), f"{stage}_metrics")
+            write_report(result, self.run_dir() / "eval", f"{stage}-step{self.stats.rl_steps}")
+            write_report(result, self.run_dir(), f"{stage}_metrics")
 
     def validation_step(self, batch: list[RecTask], batch_idx: int) -> None:
         self._eval_records += self.evaluator.generate_answers(batch)
@@ -483,7 +484,7 @@ class ReRecPolicy(L.LightningModule):
     def on_predict_epoch_end(self) -> None:
         records = unique_by([r for part in gather_objects(self._eval_records) for r in part], "query_id")
         if self.trainer.is_global_zero:
-            path = self._run_dir() / "predictions.jsonl"
+            path = self.run_dir() / "predictions.jsonl"
             write_predictions_jsonl(records, path)
             log.info("predictions written to %s", path)
         self._eval_records = []
@@ -491,7 +492,7 @@ class ReRecPolicy(L.LightningModule):
     # ================================================================== fit bookkeeping
     def on_train_start(self) -> None:
         ckpt = self.trainer.ckpt_path
-        self.stats.begin_segment(str(self._run_dir()), str(ckpt) if ckpt is not None else None)
+        self.stats.begin_segment(str(self.run_dir()), str(ckpt) if ckpt is not None else None)
         if ckpt is None:
             self.summary["val_before"], metrics = self._held_out_summary("val_before")
             self.log_dict(metrics)
@@ -519,7 +520,7 @@ class ReRecPolicy(L.LightningModule):
             # this process's high-water marks (rank 0's under DDP; each rank logs its own per step)
             "peak_memory": peak_memory(self.device),
         })
-        path = self._run_dir() / "summary.json"
+        path = self.run_dir() / "summary.json"
         if self.trainer.is_global_zero:
             atomic_write_json(path, self.summary, indent=2, default=str)
             log.info("run summary (%s) written to %s; peak memory %s", status, path,

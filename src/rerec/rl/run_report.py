@@ -83,21 +83,13 @@ def held_out_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
 
 class RunReport(L.Callback):
     """``curves.png`` at the end of a fit, and the W&B tables, histogram, picture and summary (see the
-    module docstring). Added by :meth:`ReRecPolicy.configure_callbacks`; nothing to configure."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Resolve the run folder on every rank: ``trainer.log_dir`` is a broadcast from rank 0, and a
-        read in a rank-0-only branch would leave the other ranks out of it (their next collective then
-        fails)."""
-        self._dir = Path(trainer.log_dir or trainer.default_root_dir)
-
-    def _run_dir(self, trainer: L.Trainer) -> Path:
-        path = getattr(self, "_dir", None)
-        return path if path is not None else Path(trainer.log_dir or trainer.default_root_dir)
+    module docstring). Added by :meth:`ReRecPolicy.configure_callbacks`; nothing to configure. Reads the
+    policy's run folder (:meth:`ReRecPolicy.run_dir`, resolved on every rank: ``trainer.log_dir`` is a
+    rank-0 broadcast that must not be read in rank-0-only code)."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = wandb_loggers(trainer.loggers)
-        path = self._run_dir(trainer) / "val_metrics.json"
+        path = pl_module.run_dir() / "val_metrics.json"
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers or not path.exists():
             return
         rows = per_type_rows(json.loads(path.read_text(encoding="utf-8")))
@@ -119,7 +111,7 @@ class RunReport(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        run_dir = self._run_dir(trainer)
+        run_dir = pl_module.run_dir()
         for logger in trainer.loggers:
             logger.save()  # metrics.csv complete before it is drawn
         picture = None

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import torch  # noqa: E402
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from rerec.rl.engines import HFGenerateEngine  # noqa: E402
+from rerec.rl.peak_memory import peak_memory  # noqa: E402
 from rerec.rl.rollout import GenerationConfig  # noqa: E402
 from rerec.rl.vllm_engine import VLLMEngine  # noqa: E402
 
@@ -98,14 +98,6 @@ def nudge(policy: torch.nn.Module) -> None:
         for p in policy.parameters():
             if p.requires_grad and p.is_floating_point():
                 p.mul_(1.0 + 1e-4)
-
-
-def peak_memory(device: str) -> dict[str, float]:
-    out = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-    if device == "cuda":
-        out.update(cuda_max_allocated_gb=torch.cuda.max_memory_allocated() / 2**30,
-                   cuda_max_reserved_gb=torch.cuda.max_memory_reserved() / 2**30)
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -185,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "vllm_startup_s": startup,
         "hf": summary(runs["hf"]),
         "vllm": summary(runs["vllm"]),
-        "memory": peak_memory(args.device),
+        "memory": peak_memory(args.device),  # the process's: both engines share it
     }
     result["vllm_over_hf"] = result["vllm"]["step_s_median"] / result["hf"]["step_s_median"]
     result["vllm_tokens_per_s_over_hf"] = (result["vllm"]["completion_tokens_per_s"]

@@ -8,13 +8,15 @@ file systems, whatever ``TMPDIR`` is.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_directory", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 @contextmanager
@@ -67,3 +69,30 @@ def atomic_write_json(path: str | Path, obj: Any, **dump_kwargs: Any) -> None:
     import json
 
     atomic_write_text(path, json.dumps(obj, **dump_kwargs))
+
+
+@contextmanager
+def atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir`` by rename, so
+    readers see either the old complete folder or the new complete one, never a partial one."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if out.exists():
+            # A folder cannot be renamed onto a non-empty one: move the old one aside first.
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

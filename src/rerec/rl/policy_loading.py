@@ -6,6 +6,7 @@ Entry points:
 - :func:`load_policy` — a Hugging Face causal LM by hub name or local folder, prepared for training.
 - :func:`prepare_policy` — the same preparation for a model built in memory (the tiny builder).
 - :func:`reference_policy` — context manager yielding the module that computes the reference log-probs.
+- :func:`rebase_policy` — after a warm start: the warm-started weights become the reference.
 - :func:`export_adapter` / :func:`export_pretrained` — standard peft / transformers folders, written
   atomically (temporary folder in the same parent, then ``os.replace``).
 
@@ -21,9 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,8 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from rerec.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,10 @@ class ModelConfig:
     A chat template is required.
 
     Args:
-        name_or_path: Hugging Face hub name (e.g. ``Qwen/Qwen2.5-3B-Instruct``) or a local folder holding
-            the model and its tokenizer. Must already be in the local cache when ``HF_HUB_OFFLINE=1``.
+        name_or_path: Hugging Face hub name (e.g. ``Qwen/Qwen2.5-3B-Instruct``), a local folder holding
+            the model and its tokenizer, or a ``.gguf`` file (imported once into a folder under
+            ``.cache/rerec/models``: ``python -m rerec.gguf_import``). A hub model must already be in the
+            local cache when ``HF_HUB_OFFLINE=1``.
         mode: ``"full"``, ``"lora"`` or ``"qlora"``.
         torch_dtype: dtype of the (non-quantised) weights: ``"auto"`` keeps the checkpoint's dtype.
         lora: LoRA settings (modes ``lora`` and ``qlora``).
@@ -220,14 +223,14 @@ def configure_tokenizer(tokenizer: Any, source: str = "<tokenizer>") -> Any:
 
 
 # Spaces, apostrophes, digits, accents, newlines, braces: where pre-tokenisers differ.
-_PROBE = "Tom Hanks's film  Amélie (1994)\n\n\\boxed{Cast Away}; 12345 naïve\tend"
+PROBE_TEXT = "Tom Hanks's film  Amélie (1994)\n\n\\boxed{Cast Away}; 12345 naïve\tend"
 
 
 def _matches_tokenizer_json(tokenizer: Any, tokenizer_json: Path) -> bool:
     from tokenizers import Tokenizer
 
-    raw = Tokenizer.from_file(str(tokenizer_json)).encode(_PROBE, add_special_tokens=False).ids
-    return raw == tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    raw = Tokenizer.from_file(str(tokenizer_json)).encode(PROBE_TEXT, add_special_tokens=False).ids
+    return raw == tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -433,12 +436,48 @@ def prepare_policy(model: nn.Module, tokenizer: Any, cfg: ModelConfig) -> nn.Mod
     return model
 
 
+def rebase_policy(model: nn.Module, tokenizer: Any, cfg: ModelConfig) -> nn.Module:
+    """Make the policy's current weights its reference, after a warm start trained the prepared model.
+
+    The reference for the KL term must be the policy RL starts from. ``full``: the frozen copy (when
+    kept) is replaced by a copy of the current weights. ``lora``/``qlora``: the trained adapters are
+    merged into the base (peft ``merge_and_unload``; a 4-bit base is re-quantised with them) and fresh
+    adapters are added by :func:`prepare_policy`, so "adapters disabled" is the warm-started model.
+
+    Returns:
+        The model to train (the same object for ``full``, a new ``PeftModel`` otherwise).
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        spec = getattr(model, _REFERENCE_ATTR, None)
+        if spec is not None and spec.frozen is not None:
+            delattr(model, _REFERENCE_ATTR)  # so the copy does not copy the old reference along
+            try:
+                spec.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+            finally:
+                setattr(model, _REFERENCE_ATTR, spec)
+        return model
+    base = model.merge_and_unload()
+    if hasattr(base, _REFERENCE_ATTR):
+        delattr(base, _REFERENCE_ATTR)
+    return prepare_policy(base, tokenizer, cfg)
+
+
 def load_policy(cfg: ModelConfig) -> tuple[nn.Module, Any]:
     """Load ``cfg.name_or_path`` (hub name or folder) and its tokenizer, prepared for training.
 
     Returns:
         ``(model, tokenizer)``: see :func:`prepare_policy` for the model; the tokenizer pads on the left.
     """
+    if cfg.name_or_path.endswith(".gguf") and Path(cfg.name_or_path).is_file():
+        from dataclasses import replace
+
+        from rerec.gguf_import import import_for_path
+
+        folder = import_for_path(cfg.name_or_path)  # once; later runs find the folder by the file's digest
+        log.info("model.name_or_path %s is a GGUF file: loading its imported folder %s", cfg.name_or_path, folder)
+        return load_policy(replace(cfg, name_or_path=str(folder)))
     hub = not Path(cfg.name_or_path).exists()
     if hub and cfg.revision is None:
         log.warning(
@@ -518,33 +557,6 @@ def reference_policy(model: nn.Module) -> Iterator[nn.Module]:
 # Export
 
 
-@contextmanager
-def _atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir`` by rename, so
-    readers see either the old complete folder or the new complete one, never a partial one."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            # A folder cannot be renamed onto a non-empty one: move the old one aside first.
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def export_adapter(model: nn.Module, out_dir: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write the peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``), and the tokenizer
     when given, to ``out_dir`` atomically; load it back with ``PeftModel.from_pretrained(base, out_dir)``.
@@ -559,7 +571,7 @@ def export_adapter(model: nn.Module, out_dir: str | os.PathLike[str], tokenizer:
             f"export_adapter needs a peft model (mode 'lora' or 'qlora'), got {type(model).__name__}; "
             "for full fine-tuning use export_pretrained"
         )
-    with _atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)  # safetensors is the default format
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -577,7 +589,7 @@ def export_pretrained(model: nn.Module, out_dir: str | os.PathLike[str], tokeniz
 
     if isinstance(model, PeftModel):
         raise TypeError("export_pretrained got a peft model; export its adapter with export_adapter")
-    with _atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)  # safetensors is the default format
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -8,6 +8,11 @@ in the box (taken whole); the open task expects several titles in one box, separ
 
 Nothing here trusts the text: unbalanced braces, empty boxes, empty lists and junk all parse to
 ``None`` (an unparsable answer), which the reward turns into the format penalty.
+
+``lenient`` reading (:func:`read_answer`, ``reward.answer_reading``) first tries the format the prompt
+asked for, then what instruct models write instead (a box, a ``[SEP]`` list, a bulleted or numbered
+list, titles one per line): a small chat model that answers with a list still gets its
+recommendation read, while the format reward stays for the asked format.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ _BOX_OPEN_RE = re.compile(re.escape(BOX_OPEN))
 _BRACE_RE = re.compile(r"[{}]")
 AnswerFormat = Literal["boxed", "sep"]
 ANSWER_FORMATS: tuple[str, ...] = ("boxed", "sep")
+AnswerReading = Literal["strict", "lenient"]
+ANSWER_READINGS: tuple[str, ...] = ("strict", "lenient")
+# "- X", "* X", "• X", "1. X", "1) X", "(1) X" at the start of a line.
+_LIST_MARKER_RE = re.compile(r"^\s*(?:[-*\u2022]|\(?\d{1,3}[.)])\s+(?=\S)")
+# A title ends at its year: "Heat (1995) - a heist film" is "Heat (1995)".
+_TITLE_WITH_YEAR_RE = re.compile(r"^(.*?\(\d{4}\))")
 
 
 def last_boxed_span(text: str) -> tuple[int, int] | None:
@@ -114,3 +125,57 @@ def parse_answer(
     if not titles:
         return None
     return titles if max_titles is None else titles[:max_titles]
+
+
+def _clean_title(line: str) -> str:
+    """A list line's title: marker, markdown emphasis and quotes removed, cut after its ``(year)``."""
+    text = _LIST_MARKER_RE.sub("", line, count=1).strip().replace("**", "").replace("__", "")
+    text = strip_wrapping_quotes(text)
+    m = _TITLE_WITH_YEAR_RE.match(text)
+    return strip_wrapping_quotes(m.group(1)) if m else text.rstrip(".").strip()
+
+
+def parse_list_answer(text: str, max_titles: int | None = None) -> list[str] | None:
+    """Titles of an answer written as a list, or ``None``.
+
+    A bulleted or numbered list (``- A``, ``1. A``): its items, in order. Without list markers, the
+    lines that end in a ``(year)`` are titles written one per line. Each title is cut after its year
+    (``"Heat (1995) - a heist film"`` → ``"Heat (1995)"``); markdown ``**`` and surrounding quotes are
+    dropped. A text with neither, or a list longer than :data:`MAX_ANSWER_CHARS`, gives ``None``.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    items = [line for line in lines if _LIST_MARKER_RE.match(line)]
+    if not items:
+        items = [line for line in lines if _TITLE_WITH_YEAR_RE.match(_clean_title(line)) and
+                 _clean_title(line).endswith(")")]
+    titles = [t for t in (_clean_title(line) for line in items) if t]
+    if not titles or sum(map(len, titles)) > MAX_ANSWER_CHARS:
+        return None
+    return titles if max_titles is None else titles[:max_titles]
+
+
+def read_answer(
+    text: str, max_titles: int | None = 1, answer_format: AnswerFormat = "boxed",
+    reading: AnswerReading = "strict",
+) -> tuple[list[str] | None, bool]:
+    """``(titles, as_asked)``: the titles of ``text`` and whether they were written in ``answer_format``.
+
+    ``strict``: :func:`parse_answer` only. ``lenient``: when the asked format does not parse, the other
+    formats in turn — a ``\\boxed{}`` (one title for the candidate task, else ``;``-separated), a
+    ``[SEP]`` list, a bulleted/numbered list or titles one per line (:func:`parse_list_answer`), a single
+    line — keeping the first ``max_titles``. ``as_asked`` is True only for the asked format, so a format
+    reward can stay with what the prompt asked for.
+    """
+    if reading not in ANSWER_READINGS:
+        raise ValueError(f"answer reading must be one of {ANSWER_READINGS}, got {reading!r}")
+    titles = parse_answer(text, max_titles, answer_format)
+    if titles is not None or reading == "strict":
+        return titles, titles is not None
+    other: AnswerFormat = "sep" if answer_format == "boxed" else "boxed"
+    if other == "boxed" or SEP in text:
+        titles = parse_answer(text, max_titles, other)
+    if titles is None:
+        titles = parse_list_answer(text, max_titles)
+    if titles is None:
+        titles = parse_sep_answer(text, max_titles)  # a single line: a list of one
+    return titles, False

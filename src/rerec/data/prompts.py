@@ -81,6 +81,10 @@ class PromptConfig:
             ``[SEP]``, as RecBench+'s prompts ask, so that the answers can be scored by the benchmark's
             own rules: ``python -m rerec.eval score``). With ``sep``, the default system prompt asks for
             the list on the last line instead of a box. The candidate task always uses the box.
+        format_example: A title shown as an example of the answer format at the end of the request
+            (``... end with the chosen title in \\boxed{}, e.g. \\boxed{Heat (1995)}``; the open task
+            shows it in its own format): the request itself states the format a pretrained chat model
+            must end with. ``null`` (default): no example, the request as before.
     """
 
     system_prompt: str = BOXED_SYSTEM_PROMPT
@@ -89,6 +93,7 @@ class PromptConfig:
     open_k: int = 10
     item_noun: str = "film"
     answer_format: AnswerFormat = "boxed"
+    format_example: str | None = None
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
@@ -150,6 +155,9 @@ def build_messages(
             # Facts before the title, the most specific one last: the title is "what follows that fact".
             lines.append(f"- {facts} {items[item_id].title}" if facts else f"- {items[item_id].title}")
         lines.append(f"Choose one {config.item_noun} from the candidates.")
+        if config.format_example:
+            lines[-1] += (f" Think briefly, then end with the chosen title in \\boxed{{}}, for example: "
+                          f"\\boxed{{{config.format_example}}}")
     elif config.answer_format == "sep":
         lines.append(
             f"Recommend up to {config.open_k} {config.item_noun}s. Answer with their titles only, separated "
@@ -159,6 +167,8 @@ def build_messages(
         lines.append(
             f"Recommend up to {config.open_k} {config.item_noun}s, in one \\boxed{{}} separated by ';'."
         )
+        if config.format_example:
+            lines[-1] += f" For example: \\boxed{{{config.format_example}; ...}}"
     return [
         {"role": "system", "content": config.system_prompt},
         {"role": "user", "content": "\n".join(lines)},
@@ -193,6 +203,22 @@ def reasoning_trace(task: RecTask, items: Mapping[int, Item], attributes: Attrib
     lines.append(f"{key} {target.title}." if key else f"{target.title}.")
     lines.append(f"\\boxed{{ {target.title}}}")
     return "\n".join(lines)
+
+
+def answer_trace(task: RecTask, items: Mapping[int, Item]) -> str:
+    """The format warm start's target for a pretrained model: the query's own stated reason when the
+    release has one (RecBench+'s demographic queries do), then the ground-truth title in the box:
+
+        The user group of 25-34 year-olds likely has a strong sense of nostalgia for 80s films.
+        \\boxed{Breakfast Club, The (1985)}
+
+    It teaches the answer format on the training split's truth, nothing about the synthetic world's
+    trace wording (:func:`reasoning_trace`).
+    """
+    reason = task.query.extra.get("reason")
+    title = items[task.target_id].title
+    lines = [reason.strip()] if isinstance(reason, str) and reason.strip() else []
+    return "\n".join([*lines, f"\\boxed{{{title}}}"])
 
 
 def knowledge_lines(

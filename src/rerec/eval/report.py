@@ -59,6 +59,8 @@ class EvalRecord:
         truth_item_ids: Ground-truth ids.
         conditions: The query's ``(relation, value)`` conditions (condition queries).
         candidate_item_ids: The prompt's candidates (candidate task; empty for the open task).
+        as_asked: Whether the answer was written in the format the prompt asked for (``None``: not
+            recorded; every parsed answer counts as asked).
     """
 
     query_id: str
@@ -70,6 +72,11 @@ class EvalRecord:
     truth_item_ids: list[int]
     conditions: list[tuple[str, str]] = field(default_factory=list)
     candidate_item_ids: list[int] = field(default_factory=list)
+    as_asked: bool | None = None
+
+    @property
+    def in_asked_format(self) -> bool:
+        return self.parsed_titles is not None if self.as_asked is None else self.as_asked
 
 
 def metric_names(k: int) -> list[str]:
@@ -155,6 +162,10 @@ def sampled_summary(records: Sequence[EvalRecord], samples: int) -> dict[str, An
     every = [g for t in order for g in groups[t]]
     return {
         "samples": samples,
+        # Share of sampled answers that parse (as read: lenient reading accepts lists), and that are in the
+        # format the prompt asked for.
+        "parse_rate": sum(r.parsed_titles is not None for r in records) / len(records) if records else 0.0,
+        "format_rate": sum(r.in_asked_format for r in records) / len(records) if records else 0.0,
         "accuracy": mean_accuracy(every),
         "accuracy_by_type": {t: mean_accuracy(groups[t]) for t in order},
         "pass_at_n": pass_at_n(every),
@@ -190,6 +201,7 @@ def _summarise(
         f"hr@{k}": mean["hr"],
         "accuracy": mean["accuracy"],
         "ftr": ftr([r.parsed_titles for r in records]),
+        "format_rate": sum(r.in_asked_format for r in records) / n if n else 0.0,
         "off_candidate": sum(off) / len(off) if off else None,
         "condition_satisfaction": sum(satisfaction) / len(satisfaction) if satisfaction else None,
         "count": n,

@@ -88,9 +88,10 @@ class Evaluator:
                 query_id=t.query_id, query_type=t.query_type, completion=text,
                 parsed_titles=parsed, matched_item_ids=ids, match_kinds=kinds,
                 truth_item_ids=list(t.answer_ids), conditions=[tuple(c) for c in t.query.conditions],
-                candidate_item_ids=list(t.candidate_ids),
+                candidate_item_ids=list(t.candidate_ids), as_asked=asked,
             )
-            for t, text, parsed, ids, kinds in zip(rows, ro.texts, read.parsed, read.predicted_ids, read.match_kinds)
+            for t, text, parsed, ids, kinds, asked in zip(rows, ro.texts, read.parsed, read.predicted_ids,
+                                                          read.match_kinds, read.as_asked)
         ]
 
     def records(self, tasks: list[RecTask], samples: int = 0) -> list[EvalRecord]:

@@ -54,6 +54,8 @@ class AnswerBatch:
         device: Where component values are made.
         cache: Scratch space shared by the components of this batch (e.g. QAS and PAS come from one
             graph scorer call).
+        as_asked: Whether each answer was written in the format the prompt asked for (``None``: every
+            parsed answer was, as with ``reward.answer_reading: strict``).
     """
 
     texts: Sequence[str]
@@ -65,6 +67,11 @@ class AnswerBatch:
     k: int
     device: torch.device | str = "cpu"
     cache: dict[str, Any] = field(default_factory=dict)
+    as_asked: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.as_asked is None:
+            self.as_asked = [p is not None for p in self.parsed]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -101,7 +108,9 @@ class RewardComponent(ABC):
 
 
 class FormatReward(RewardComponent):
-    """``format_reward`` when the answer counts as an answer, ``unparsable_penalty`` otherwise.
+    """``format_reward`` when the answer counts as an answer and is written in the format the prompt
+    asked for, ``unparsable_penalty`` otherwise (an answer read leniently from a list gets its
+    recommendation scored by the other components, and the penalty here).
 
     Args:
         weight: Weight in the total.
@@ -117,7 +126,8 @@ class FormatReward(RewardComponent):
         self.unparsable_penalty = unparsable_penalty
 
     def __call__(self, batch: AnswerBatch) -> Tensor:
-        return batch.values([self.format_reward if ok else self.unparsable_penalty for ok in batch.scorable])
+        return batch.values([self.format_reward if ok and asked else self.unparsable_penalty
+                             for ok, asked in zip(batch.scorable, batch.as_asked)])
 
 
 class NDCGReward(RewardComponent):

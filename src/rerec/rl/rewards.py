@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rerec.data.answer import ANSWER_FORMATS, AnswerFormat, parse_answer
+from rerec.data.answer import ANSWER_FORMATS, ANSWER_READINGS, AnswerFormat, AnswerReading, read_answer
 from rerec.data.contract import RecData
 from rerec.data.matching import TitleMatcher
 from rerec.data.records import Item
@@ -36,14 +36,23 @@ class RewardConfig:
             counts as no answer (penalties, no graph partial credit; RAAE still lowers the segments that
             argue for it). Off by default (the paper's reward); for a policy that answers with recalled
             off-list titles. Ignored by the open task.
+        answer_reading: ``strict`` reads only the format the prompt asks for (``\\boxed{}``, or ``[SEP]``
+            in the open task with ``prompt.answer_format: sep``). ``lenient`` also reads what instruct
+            models write instead — a box, a ``[SEP]`` list, a bulleted or numbered list, titles one per
+            line (:func:`rerec.data.answer.read_answer`) — so a model that answers in a list still has its
+            recommendation scored (NDCG, QAS, PAS); the format reward stays for the asked format only.
+            Evaluation and prediction read answers the same way.
     """
 
     k: int = 1
     require_candidate: bool = False
+    answer_reading: AnswerReading = "strict"
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"reward.k must be >= 1, got {self.k}")
+        if self.answer_reading not in ANSWER_READINGS:
+            raise ValueError(f"reward.answer_reading must be one of {ANSWER_READINGS}, got {self.answer_reading!r}")
 
 
 @dataclass
@@ -61,6 +70,8 @@ class ScoredRollouts:
         correct: Whether the top recommendation is a ground-truth item.
         off_candidate: Whether a parsed answer names no candidate of the prompt (candidate task).
         wrong_titles: The recommended titles that are not ground truth (what RAAE penalises).
+        as_asked: Whether the answer was written in the format the prompt asked for (always equal to
+            "parsed" with ``reward.answer_reading: strict``).
     """
 
     total: torch.Tensor
@@ -72,6 +83,7 @@ class ScoredRollouts:
     correct: list[bool]
     wrong_titles: list[list[str]] = field(default_factory=list)
     off_candidate: list[bool] = field(default_factory=list)
+    as_asked: list[bool] = field(default_factory=list)
 
 
 class RecReward:
@@ -148,15 +160,16 @@ class RecReward:
 
     def read(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu") -> AnswerBatch:
         """Parse every completion and match its titles (no scoring)."""
-        parsed, predicted, kinds, scorable = [], [], [], []
+        parsed, predicted, kinds, scorable, as_asked = [], [], [], [], []
         for text, task in zip(texts, tasks, strict=True):
-            titles = parse_answer(text, max_titles=self.max_titles, answer_format=self.answer_format)
+            titles, asked = read_answer(text, self.max_titles, self.answer_format, self.config.answer_reading)
             parsed.append(titles)
+            as_asked.append(asked)
             ids, match_kinds = self.match(titles, task) if titles is not None else ([], [])
             predicted.append(ids)
             kinds.append(match_kinds)
             scorable.append(titles is not None and not (self.config.require_candidate and self._off_list(ids, task)))
-        return AnswerBatch(texts, tasks, parsed, predicted, kinds, scorable, self.config.k, device)
+        return AnswerBatch(texts, tasks, parsed, predicted, kinds, scorable, self.config.k, device, as_asked=as_asked)
 
     def _off_list(self, ids: list[int], task: RecTask) -> bool:
         """Candidate task: the top answer is none of the prompt's candidates."""
@@ -184,5 +197,5 @@ class RecReward:
         return ScoredRollouts(
             total=total, components=components, ndcg=batch.values(ndcg), parsed=batch.parsed,
             predicted_ids=batch.predicted_ids, match_kinds=batch.match_kinds, correct=correct,
-            wrong_titles=wrong, off_candidate=off,
+            wrong_titles=wrong, off_candidate=off, as_asked=list(batch.as_asked),
         )

@@ -177,3 +177,35 @@ def test_sequences_fingerprint_changes_with_any_training_token() -> None:
     assert base != sequences_fingerprint(EXAMPLES[:-1], facts)
     assert base != sequences_fingerprint(EXAMPLES + facts)  # which list a pair belongs to matters
     assert sequences_fingerprint([([1], [2, 3])]) != sequences_fingerprint([([1, 2], [3])])  # prompt/completion split
+
+
+def test_micro_batched_completion_loss_equals_the_models_own_mean_and_gradient():
+    """The micro-batched, completion-only loss is HF's mean over labelled tokens (not a mean of
+    micro-batch means: rows with different completion lengths weigh by their tokens) and so is its
+    gradient, for any micro-batch size."""
+    import copy
+
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rerec.rl.warm_start import completion_token_loss
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    ids = torch.randint(0, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[2, 7:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:9] = ids[0, 4:9]   # 5 completion tokens
+    labels[1, 8:9] = ids[1, 8:9]   # 1
+    labels[2, 5:7] = ids[2, 5:7]   # 2 (then padding)
+    ref = copy.deepcopy(model)
+    expected = ref(input_ids=ids, attention_mask=mask, labels=labels).loss
+    expected.backward()
+    for micro in (1, 2, 3):
+        model.zero_grad()
+        value = completion_token_loss(model, ids, mask, labels, micro)
+        assert abs(value - expected.item()) < 1e-5, micro
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), (micro, name)

@@ -260,7 +260,7 @@ def grouped_completion_logprobs(
     cache.batch_repeat_interleave(group_size)
     first = out.logits[:, -1:, :].repeat_interleave(group_size, 0)  # predicts completion token 0
     completion = input_ids[:, prompt_length:]
-    split = _decoder_and_head(model) if logits_chunk else None
+    split = decoder_and_head(model) if logits_chunk else None
     if split is not None:
         decoder, head = split
         hidden = decoder(
@@ -291,7 +291,7 @@ def grouped_completion_logprobs(
     return logps, entropy
 
 
-def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The decoder stack (returning final-normed hidden states) and the LM head of a Hugging Face causal
     LM, seen through a peft wrapper (whose adapters live inside those modules); ``None`` if it has none."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model

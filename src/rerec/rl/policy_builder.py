@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from rerec.data.contract import RecData
-from rerec.data.prompts import build_messages, knowledge_lines, natural_title, reasoning_trace
+from rerec.data.prompts import answer_trace, build_messages, knowledge_lines, natural_title, reasoning_trace
 from rerec.data.tasks import RecTask
-from rerec.rl.policy_loading import ModelConfig, load_policy, prepare_policy
+from rerec.rl.policy_loading import ModelConfig, load_policy, prepare_policy, rebase_policy
 from rerec.rl.tiny_model import TinyModelConfig, build_tiny_model, build_tokenizer
 from rerec.rl.warm_start import (
     WarmStartConfig,
@@ -71,6 +71,8 @@ def build_policy(model: ModelConfig, tiny: TinyModelConfig, warm_start: WarmStar
     else:
         policy, tokenizer = load_policy(model)
         stats = _warm_start(policy, tokenizer, model, tiny, warm_start, data)
+        if stats:  # the warm start trained the prepared policy: RL's reference is the warm-started model
+            policy = rebase_policy(policy, tokenizer, model)
     prompt_ids = {t.query_id: encode_prompt(tokenizer, t, data) for split in data.tasks.values() for t in split}
     return BuiltPolicy(policy, tokenizer, prompt_ids, stats)
 
@@ -92,10 +94,15 @@ def _warm_start(model: torch.nn.Module, tokenizer: Any, model_config: ModelConfi
     if cfg.steps <= 0:
         return {}
     tasks = [t for t in data.warm_start_tasks if t.candidate_ids][: cfg.max_examples]
+    held_out = {t.query_id for split in ("val", "test") for t in data.tasks.get(split, [])}
+    if any(t.query_id in held_out for t in tasks):
+        raise ValueError("warm start: a warm-start task is also a held-out (val/test) query")
+
+    def target(t: RecTask) -> str:
+        return answer_trace(t, data.items) if cfg.target == "answer" else reasoning_trace(t, data.items, data.attributes)
+
     examples = [
-        (encode_prompt(tokenizer, t, data),
-         tokenizer(reasoning_trace(t, data.items, data.attributes) + tokenizer.eos_token,
-                   add_special_tokens=False).input_ids)
+        (encode_prompt(tokenizer, t, data), tokenizer(target(t) + tokenizer.eos_token, add_special_tokens=False).input_ids)
         for t in tasks
     ]
     knowledge = []

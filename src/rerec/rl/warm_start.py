@@ -42,6 +42,7 @@ import torch
 
 from rerec.atomic import atomic_path
 from rerec.progress import progress
+from rerec.rl.logprobs import decoder_and_head
 
 log = logging.getLogger("rerec.rl")
 
@@ -52,6 +53,11 @@ class WarmStartConfig:
 
     Args:
         steps: Optimizer steps of supervised training on reasoning traces; 0 disables the warm start.
+        target: What the completions are: ``trace`` (the synthetic world's reasoning trace, for the tiny
+            model: recall, needs, the deciding fact, the box) or ``answer`` (a format warm start for a
+            pretrained model that does not end with ``\\boxed{}``: the query's stated reason when the
+            release has one, then the ground-truth title in the box). Either way only the warm-start
+            share of the *training* split is used, never a held-out query.
         copy_steps: Copy pre-training steps before the trace SFT (0 = none; for models trained from
             scratch, see the docstring of ``rerec.rl.warm_start``).
         copy_task: ``repeat`` (random sequence shown twice) or ``recall`` (key/value pairs shown again in a
@@ -64,6 +70,10 @@ class WarmStartConfig:
             while the task learns to use it (requires a copy vocabulary, like ``copy_steps``).
         lr: Peak learning rate (linear warm-up, then linear decay to 0).
         batch_size: Examples per step.
+        micro_batch_size: Examples per forward/backward (gradient accumulation inside a step; the loss
+            stays the mean over the step's completion tokens). Set, the LM head also runs on completion
+            positions only, so a pretrained model's long prompts never materialise vocabulary-sized
+            logits. ``null``: the whole batch in one forward with the model's own loss.
         warmup_steps: Linear warm-up steps.
         weight_decay: AdamW weight decay.
         max_grad_norm: Gradient clipping.
@@ -80,6 +90,7 @@ class WarmStartConfig:
     """
 
     steps: int = 0
+    target: Literal["trace", "answer"] = "trace"
     copy_steps: int = 0
     copy_task: Literal["repeat", "recall"] = "repeat"
     copy_length: int = 12
@@ -89,6 +100,7 @@ class WarmStartConfig:
     knowledge_batch_size: int = 0
     lr: float = 3e-3
     batch_size: int = 16
+    micro_batch_size: int | None = None
     warmup_steps: int = 20
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -102,6 +114,10 @@ class WarmStartConfig:
             self.cache_dir = None
         if self.knowledge_batch_size < 0:
             raise ValueError(f"warm_start.knowledge_batch_size must be >= 0, got {self.knowledge_batch_size}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"warm_start.micro_batch_size must be >= 1 or null, got {self.micro_batch_size}")
+        if self.target not in ("trace", "answer"):
+            raise ValueError(f"warm_start.target must be 'trace' or 'answer', got {self.target!r}")
         if self.copy_task not in COPY_TASKS:
             raise ValueError(f"warm_start.copy_task must be one of {sorted(COPY_TASKS)}, got {self.copy_task!r}")
 
@@ -191,6 +207,39 @@ def _copy_loss(model: torch.nn.Module, cfg: WarmStartConfig, vocab: tuple[int, i
     return model(input_ids=ids.to(device), labels=labels.to(device)).loss
 
 
+def completion_token_loss(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                          micro_batch_size: int | None) -> float:
+    """Mean next-token cross-entropy over the labelled tokens of one batch, back-propagated micro-batch
+    by micro-batch; returns its value.
+
+    Each micro-batch's summed loss is divided by the whole batch's label count, so the gradient equals
+    the one-forward mean's for any ``micro_batch_size``. The LM head runs only on positions whose next
+    token is labelled (models without ``get_decoder``/``get_output_embeddings`` use their own loss).
+    """
+    device = next(model.parameters()).device
+    total = int((labels[:, 1:] != -100).sum())
+    split = decoder_and_head(model)
+    step = micro_batch_size or ids.shape[0]
+    value = 0.0
+    for start in range(0, ids.shape[0], step):
+        rows = slice(start, start + step)
+        x, m, y = ids[rows].to(device), mask[rows].to(device), labels[rows].to(device)
+        count = int((y[:, 1:] != -100).sum())
+        if count == 0:
+            continue
+        if split is not None:
+            decoder, head = split
+            hidden = decoder(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
+            keep = y[:, 1:] != -100
+            logits = head(hidden[keep]).float()
+            loss_sum = torch.nn.functional.cross_entropy(logits, y[:, 1:][keep], reduction="sum")
+        else:
+            loss_sum = model(input_ids=x, attention_mask=m, labels=y).loss * count
+        (loss_sum / total).backward()
+        value += float(loss_sum.detach()) / total
+    return value
+
+
 def _tail_mean(losses: Sequence[float], n: int = 10) -> float | None:
     """Mean of the last ``n`` logged losses (the "final loss" of a phase); ``None`` when nothing was logged."""
     tail = losses[-n:]
@@ -269,24 +318,29 @@ def run_warm_start(
     batches = _batches(examples, cfg.steps, cfg.batch_size, cfg.seed, pad_id)
     bar = progress(batches, total=cfg.steps, desc="warm start: traces", unit="step")
     for step, (ids, mask, labels) in enumerate(bar):
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
-        loss = out.loss
+        if cfg.micro_batch_size is not None:  # backward inside, micro-batch by micro-batch
+            trace_loss = completion_token_loss(model, ids, mask, labels, cfg.micro_batch_size)
+            loss = None
+        else:
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            loss, trace_loss = out.loss, None
         if cfg.copy_mix:
             mix_loss = _copy_loss(model, cfg, copy_vocab, mix_gen, max(cfg.copy_batch_size // 2, 1))
             mix_losses.append(mix_loss.item())
-            loss = loss + mix_loss
+            loss = mix_loss if loss is None else loss + mix_loss
         if facts is not None:
             f_ids, f_mask, f_labels = next(facts)
             fact_loss = model(input_ids=f_ids.to(device), attention_mask=f_mask.to(device),
                               labels=f_labels.to(device)).loss
             fact_losses.append(fact_loss.item())
-            loss = loss + fact_loss
-        loss.backward()
+            loss = fact_loss if loss is None else loss + fact_loss
+        if loss is not None:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.item())
+        losses.append(out.loss.item() if trace_loss is None else trace_loss)
         if step % 50 == 0 or step == cfg.steps - 1:
             log.info("warm start step %d/%d loss %.4f%s%s", step + 1, cfg.steps, losses[-1],
                      f" (copy {mix_losses[-1]:.4f})" if mix_losses else "",

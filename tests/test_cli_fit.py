@@ -87,3 +87,19 @@ def test_test_and_predict_from_the_checkpoint(fitted: tuple[Path, Path]) -> None
     rows = [json.loads(line) for line in (predict_run / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     assert set(rows[0]) >= {"query_id", "type", "completion", "parsed_titles", "matched_item_ids", "match_kinds"}
+
+
+def test_console_script_exits_0_after_a_fit(tmp_path: Path) -> None:
+    """The installed ``rerec`` entry point exits with what ``main`` returns: 0 after a fit, not 1 with
+    the CLI object printed."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("rerec", path=str(Path(sys.executable).parent))
+    assert script, "the rerec console script is not installed beside this Python"
+    out = subprocess.run([script, "fit", *_args(tmp_path, "--trainer.max_steps=1", "--model.init_args.eval_samples=0")],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ReRecCLI object" not in out.stdout + out.stderr
+    assert next((tmp_path / "runs" / "rerec").glob("version_*/summary.json")).is_file()

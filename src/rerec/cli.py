@@ -14,10 +14,7 @@ seconds), and the CLI itself is imported on first use.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rerec.lightning_cli import ReRecCLI
+from typing import Any
 
 HELP = """\
 usage: rerec [-h] [-c CONFIG] {fit,validate,test,predict} ...
@@ -39,18 +36,23 @@ Every sub-command's options: rerec fit --help. A recipe: rerec fit --config conf
 """
 
 
-def main(args: list[str] | None = None) -> "ReRecCLI | None":
+def main(args: list[str] | None = None) -> None:
     """Run the CLI (``args`` defaults to ``sys.argv[1:]``); ``--help`` alone prints the sub-commands
-    without importing Lightning."""
+    without importing Lightning.
+
+    Returns ``None``, so the ``rerec`` console script (which exits with whatever its entry point
+    returns) exits 0 after a run; a failed run raises. :func:`rerec.lightning_cli.run_cli` returns the
+    ``LightningCLI`` object for programmatic use.
+    """
     argv = sys.argv[1:] if args is None else list(args)
     if argv in (["-h"], ["--help"]):
         print(HELP, end="")
         if args is None:
             raise SystemExit(0)
-        return None
+        return
     from rerec.lightning_cli import run_cli
 
-    return run_cli(args)
+    run_cli(args)
 
 
 def __getattr__(name: str) -> Any:

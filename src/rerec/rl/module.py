@@ -390,6 +390,7 @@ class ReRecPolicy(L.LightningModule):
             "completions/max_length": float(lengths.max()),
             "completions/clipped_ratio": float(ro.truncated.float().mean()),
             "completions/parse_rate": sum(p is not None for p in scored.parsed) / n,
+            "completions/format_rate": sum(scored.as_asked) / n,  # in the asked format (< parse_rate when lenient)
             "completions/off_candidate_rate": sum(scored.off_candidate) / n,
             "time/generate_s": t1 - t0,
             "time/score_s": t2 - t1,

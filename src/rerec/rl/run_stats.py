@@ -9,6 +9,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from rerec.rl.learning_signal import LearningSignal
+
 __all__ = ["RunStats"]
 
 #: Parts of a step's time that ``summary.json`` reports per step.
@@ -29,6 +31,7 @@ class RunStats:
         self.segments: list[dict[str, Any]] = []  # earlier segments; the current one is begun by begin_segment
         self._segment: dict[str, Any] | None = None
         self._segment_start = 0.0
+        self.signal = LearningSignal()
 
     def begin_segment(self, run_dir: str, resumed_from: str | None = None) -> None:
         """Start timing this process's part of the run (a fresh fit, or a resume from a checkpoint)."""
@@ -59,6 +62,7 @@ class RunStats:
         for part, seconds in times.items():
             self.times[part] += seconds
         self.rollout_tokens += rollout_tokens
+        self.signal.record(metrics)
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.metric_sums[k] += v
@@ -80,6 +84,7 @@ class RunStats:
             "train_metrics_left_out": {k: n for k, n in sorted(self.metric_left_out.items()) if n},
             "wall_time_s": self.wall_time_s(),
             "segments": self.all_segments(status),
+            "learning_signal": self.signal.summary(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -92,6 +97,7 @@ class RunStats:
             "metric_left_out": dict(self.metric_left_out),
             "wall_time_s": self.wall_time_s(),
             "segments": self.all_segments(status="continued"),
+            "learning_signal": self.signal.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -103,3 +109,4 @@ class RunStats:
         self.metric_left_out.update(state.get("metric_left_out", {}))
         self.wall_time_before = state.get("wall_time_s", 0.0)
         self.segments = list(state.get("segments", []))
+        self.signal.load_state_dict(state.get("learning_signal", {}))

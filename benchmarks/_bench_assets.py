@@ -15,7 +15,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["ModelSpec", "PromptSpec", "build_model_dir", "load_titles", "render_prompts"]
+__all__ = ["ModelSpec", "PromptSpec", "build_model_dir", "load_titles", "real_model_dir", "real_prompts",
+           "render_prompts"]
 
 FALLBACK_TITLES = [
     ("Toy Story (1995)", "Animation|Children's|Comedy"), ("Heat (1995)", "Action|Crime|Thriller"),
@@ -147,3 +148,40 @@ def build_model_dir(out: Path, model: ModelSpec, titles: list[tuple[str, str]], 
     tok.save_pretrained(out)
     stamp.write_text(json.dumps(meta))
     return out
+
+
+def real_model_dir(source: str | Path, out: Path, min_new_tokens: int) -> Path:
+    """A pretrained model folder (e.g. the imported SmolLM2-135M-Instruct) seen through ``out``: its files
+    linked, its generation config rewritten with ``min_new_tokens`` (both trainers then generate
+    completions of exactly that length, as with :func:`build_model_dir`)."""
+    from transformers import GenerationConfig
+
+    source = Path(source).resolve()
+    if not (source / "config.json").exists():
+        raise FileNotFoundError(f"{source}: no config.json (import the model first: python -m rerec.gguf_import ...)")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        link = out / f.name
+        if f.name != "generation_config.json" and not link.exists():
+            link.symlink_to(f)
+    gen = GenerationConfig.from_pretrained(source) if (source / "generation_config.json").exists() else GenerationConfig()
+    gen.min_new_tokens = min_new_tokens
+    gen.save_pretrained(out)
+    return out
+
+
+def real_prompts(release: str | Path, model_dir: str | Path, num_prompts: int, query_type: str = "demographics",
+                 num_candidates: int = 20) -> list[str]:
+    """The chat-templated candidate prompts ReRec's recipe trains on, as text: the first ``num_prompts``
+    training queries of ``query_type`` of a RecBench+ release (the recipe's data settings)."""
+    from transformers import AutoTokenizer
+
+    from rerec.data.datamodule import RecDataModule
+    from rerec.data.prompts import PromptConfig
+    from rerec.rl.policy_builder import encode_prompt
+
+    dm = RecDataModule(root=str(release), query_types=[query_type], num_candidates=num_candidates,
+                       test_fraction=0.15, val_fraction=0.25, prompt=PromptConfig(format_example="Heat (1995)"))
+    data = dm.load()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return [tok.decode(encode_prompt(tok, t, data)) for t in data.tasks["train"][:num_prompts]]

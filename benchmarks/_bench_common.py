@@ -27,6 +27,8 @@ class RunSettings:
     learning_rate: float = 1e-5
     mode: str = "full"                # full | lora
     logits_chunk: int | None = None   # ReRec's logits_chunk_size (TRL has its own chunked kernel)
+    gradient_checkpointing: bool = False  # on both sides when set
+    lora_dropout: float = 0.05
     steps: int = 6
     threads: int = 1
     seed: int = 0

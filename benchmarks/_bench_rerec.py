@@ -31,9 +31,9 @@ def main(settings_path: str) -> None:
 
     needs_ref = s.beta > 0
     cfg = ModelConfig(
-        name_or_path=s.model_dir, mode=s.mode, torch_dtype="float32", gradient_checkpointing=False,
+        name_or_path=s.model_dir, mode=s.mode, torch_dtype="float32", gradient_checkpointing=s.gradient_checkpointing,
         reference=("copy" if needs_ref else "none") if s.mode == "full" else "auto",
-        lora=LoraConfigSpec(r=16, alpha=32, dropout=0.05, target_modules="all-linear"),
+        lora=LoraConfigSpec(r=16, alpha=32, dropout=s.lora_dropout, target_modules="all-linear"),
     )
     policy, tokenizer = load_policy(cfg)
     policy.train()
@@ -42,7 +42,9 @@ def main(settings_path: str) -> None:
     engine = HFGenerateEngine()
     engine.setup(policy, tokenizer)
     gen = GenerationConfig(num_generations=G, temperature=s.temperature, max_completion_length=s.max_completion_length)
-    logprobs = CompletionLogProbs(G, s.micro_batch_size, s.temperature, s.logits_chunk)
+    # As ReRecPolicy.setup: gradient checkpointing turns the KV cache off, which the shared forward needs.
+    unit = G if G > 1 and not getattr(policy, "is_gradient_checkpointing", False) else 1
+    logprobs = CompletionLogProbs(unit, s.micro_batch_size, s.temperature, s.logits_chunk)
     split = BatchSplit(s.num_iterations, None, s.micro_batch_size)
     loss_cfg = PolicyLossConfig(epsilon=0.2, beta=s.beta, loss_type="token_mean")
     params = [p for p in policy.parameters() if p.requires_grad]

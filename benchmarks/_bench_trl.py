@@ -4,7 +4,7 @@ One optimizer step per rollout batch of B·G completions (``steps_per_generation
 accumulation steps, each of ``micro_batch_size`` rows). The step is timed by a trainer callback; the
 split wraps TRL's own methods: generation is ``_generate_single_turn`` (the ``generate`` call), scoring
 is the rest of ``_generate_and_score_completions`` (rewards, advantages, old and reference log-probs),
-the update is the step less both. Float32 (TRL defaults to bf16) and no gradient checkpointing (TRL's default is on), as on ReRec's side; no logging, no checkpoints.
+the update is the step less both. Float32 (TRL defaults to bf16) and gradient checkpointing as the settings say (off unless set; TRL's default is on), as on ReRec's side; no logging, no checkpoints.
 
 Run by the driver: ``python benchmarks/_bench_trl.py SETTINGS.json``; prints one JSON record.
 """
@@ -48,14 +48,14 @@ def main(settings_path: str) -> None:
         loss_type="dapo", max_steps=s.steps * s.num_iterations, logging_steps=10**6, save_strategy="no", report_to="none",
         shuffle_dataset=False, seed=s.seed, dataloader_num_workers=0, disable_tqdm=True,
         generation_kwargs={"min_new_tokens": s.max_completion_length},
-        gradient_checkpointing=False,  # TRL turns it on by default; ReRec's benchmark side runs without
+        gradient_checkpointing=s.gradient_checkpointing,  # TRL's default is on; both sides follow the settings
         model_init_kwargs={"dtype": torch.float32},
     )
 
     def reward(completions: list[str], **_: object) -> list[float]:
         return reward_fn(completions)
 
-    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=s.lora_dropout, target_modules="all-linear",
                              task_type="CAUSAL_LM") if s.mode == "lora" else None
     trainer = GRPOTrainer(model=s.model_dir, reward_funcs=reward, args=args, processing_class=tokenizer,
                           train_dataset=Dataset.from_dict({"prompt": s.prompts * (s.steps * 2)}),

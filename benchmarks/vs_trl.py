@@ -11,6 +11,8 @@ the range over runs and the ReRec / TRL ratios.
     pip install -e ".[bench]"                 # TRL, for this benchmark only
     python benchmarks/vs_trl.py --quick       # tiny model: full β=0, full β>0 (reference copy), LoRA β>0
     python benchmarks/vs_trl.py               # also the ~10M-parameter model
+    python benchmarks/vs_trl.py --real-model .cache/rerec/models/SmolLM2-135M-Instruct --release data/recbench
+        # a real pretrained chat model on the real-model recipe's prompts: ReRec's old defaults, the recipe
     python benchmarks/vs_trl.py --sweep --movies data/recbench/movie/movies.dat
         # Qwen2.5's vocabulary (151,936), 20-candidate prompts, completions of 64/128/256/512 tokens
 
@@ -36,7 +38,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _bench_assets import ModelSpec, PromptSpec, build_model_dir, load_titles, render_prompts  # noqa: E402
+from _bench_assets import (  # noqa: E402
+    ModelSpec, PromptSpec, build_model_dir, load_titles, real_model_dir, real_prompts, render_prompts,
+)
 from _bench_common import RunSettings  # noqa: E402
 
 QWEN25_VOCAB = 151_936
@@ -64,6 +68,10 @@ class BenchConfig:
     learning_rate: float = 1e-5
     temperature: float = 1.0
     logits_chunk: int | None = None
+    gradient_checkpointing: bool = False
+    lora_dropout: float = 0.05
+    real_model: str | None = None   # a pretrained model folder (``--real-model``) instead of ``model``
+    release: str | None = None      # its prompts: the recipe's queries of this RecBench+ release
 
 
 def quick_configs() -> list[BenchConfig]:
@@ -88,6 +96,23 @@ def sweep_configs(lengths: list[int], prompts: int, generations: int) -> list[Be
     spec = PromptSpec(num_prompts=prompts, num_candidates=20, history=10)
     return [BenchConfig(f"V=151,936, 20 candidates, T={t}", SWEEP_MODEL, spec, generations, t, generations,
                         mode="lora", beta=0.04) for t in lengths]
+
+
+def real_configs(model_dir: str, release: str) -> list[BenchConfig]:
+    """A pretrained chat model on the real-model recipe's prompts (B=4 × G=4, 96-token completions, LoRA,
+    β=0.02): first as ReRec's defaults had it (gradient checkpointing on, all logits at once, one
+    micro-batch), then as the recipe sets it (checkpointing off, 32-column LM-head chunks, micro-batches of
+    8, no LoRA dropout). Each row runs TRL with the same settings."""
+    name = Path(model_dir).name
+    prompts = PromptSpec(num_prompts=4)
+    common = dict(prompts=prompts, num_generations=4, max_completion_length=96, mode="lora", beta=0.02,
+                  learning_rate=1e-4, real_model=model_dir, release=release)
+    return [
+        BenchConfig(f"{name}, defaults (checkpointing on, micro 16, no chunking)", TINY, micro_batch_size=16,
+                    gradient_checkpointing=True, **common),
+        BenchConfig(f"{name}, recipe (checkpointing off, micro 8, chunk 32)", TINY, micro_batch_size=8,
+                    logits_chunk=32, lora_dropout=0.0, **common),
+    ]
 
 
 def run_worker(trainer: str, settings: RunSettings, work: Path) -> dict[str, Any]:
@@ -127,9 +152,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repeats: int, steps: int,
             threads: int, log: Any) -> dict[str, Any]:
     """Both trainers on ``config``, ``repeats`` alternating runs each."""
-    model_dir = build_model_dir(work / _slug(config), config.model, titles, config.max_completion_length)
+    if config.real_model:
+        model_dir = real_model_dir(config.real_model, work / _slug(config), config.max_completion_length)
+        prompts = real_prompts(config.release, model_dir, config.prompts.num_prompts)
+    else:
+        model_dir = build_model_dir(work / _slug(config), config.model, titles, config.max_completion_length)
+        prompts = render_prompts(titles, config.prompts)
     settings = RunSettings(
-        model_dir=str(model_dir), prompts=render_prompts(titles, config.prompts),
+        model_dir=str(model_dir), prompts=prompts, gradient_checkpointing=config.gradient_checkpointing,
+        lora_dropout=config.lora_dropout,
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         micro_batch_size=config.micro_batch_size, temperature=config.temperature,
         num_iterations=config.num_iterations, beta=config.beta, learning_rate=config.learning_rate,
@@ -161,7 +192,8 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
                      "beta": config.beta, "num_iterations": config.num_iterations, "B": config.prompts.num_prompts,
                      "G": config.num_generations, "T": config.max_completion_length,
                      "micro_batch_size": config.micro_batch_size, "candidates": config.prompts.num_candidates,
-                     "rerec_logits_chunk": config.logits_chunk,
+                     "rerec_logits_chunk": config.logits_chunk, "gradient_checkpointing": config.gradient_checkpointing,
+                     "lora_dropout": config.lora_dropout, "real_model": config.real_model,
                      "prompt_tokens": {"min": min(prompt_tokens), "max": max(prompt_tokens)},
                      "repeats": repeats, "steps": steps, "timed_from_step": FIRST_TIMED_STEP, "threads": threads},
         "rerec": rerec, "trl": trl,
@@ -169,6 +201,8 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
 
 
 def _slug(config: BenchConfig) -> str:
+    if config.real_model:
+        return f"{Path(config.real_model).name}-t{config.max_completion_length}"
     m = config.model
     return f"qwen2-h{m.hidden_size}-l{m.num_layers}-v{m.vocab_size or m.tokenizer_vocab}-t{config.max_completion_length}"
 
@@ -219,6 +253,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lengths", default="64,128,256,512", help="completion lengths of the sweep")
     parser.add_argument("--sweep-prompts", type=int, default=2, help="B of the sweep")
     parser.add_argument("--sweep-generations", type=int, default=4, help="G of the sweep")
+    parser.add_argument("--real-model", default=None,
+                        help="a pretrained model folder (python -m rerec.gguf_import smollm2-135m-instruct): "
+                             "its two rows instead of the model grid; needs --release")
+    parser.add_argument("--release", default=None, help="the RecBench+ release whose prompts --real-model takes")
     parser.add_argument("--movies", default=None, help="a MovieLens movies.dat for realistic titles")
     parser.add_argument("--logits-chunk", type=int, default=None,
                         help="ReRec's logits_chunk_size (completion columns per LM-head call)")
@@ -234,7 +272,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if importlib.util.find_spec("trl") is None:
         raise SystemExit("TRL is not installed: pip install -e \".[bench]\"")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    if args.sweep:
+    if args.real_model:
+        if not args.release:
+            parser.error("--real-model needs --release (a RecBench+ folder holding movie/)")
+        configs = real_configs(args.real_model, args.release)
+    elif args.sweep:
         configs = sweep_configs([int(x) for x in args.lengths.split(",")], args.sweep_prompts, args.sweep_generations)
     else:
         configs = quick_configs() if args.quick else full_configs()

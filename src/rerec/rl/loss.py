@@ -1,6 +1,7 @@
 """Clipped policy-gradient loss with a KL penalty to the reference policy, and its aggregation.
 
-Per valid completion token ``t`` of row ``i`` (``ratio = exp(logp - old_logp)``, advantage ``A``)::
+Per valid completion token ``t`` of row ``i`` (``ratio = exp(logp - old_logp)``, or with
+``importance_sampling_level: sequence`` the row's geometric-mean ratio; advantage ``A``)::
 
     surrogate = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
     loss_t    = surrogate + beta * KL_t          (KL_t from ``kl_estimator``, 0 when beta == 0)
@@ -25,6 +26,7 @@ __all__ = [
 
 KLEstimator = Literal["k3", "low_var_kl", "k1"]
 LossType = Literal["token_mean", "seq_mean", "dr_grpo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
 
 # Bound on log(ref/pi) before exp in low_var_kl: leaves every value of the [-10, 10]-clamped k3 unchanged
 # (|log-ratio| > 20 gives k3 > 10 either way) but keeps exp finite, so the clamp's zero gradient never
@@ -62,6 +64,16 @@ class PolicyLossConfig:
             token (TRL's ``vllm_importance_sampling_correction``): two implementations of the same weights
             never give exactly the same probabilities. Ignored with an engine that reports none (HF).
         importance_sampling_cap: The truncation ``cap`` of those weights (>= 1).
+        importance_sampling_level: What the clipped ratio is taken of (TRL's and verl's name;
+            ``sequence`` is GSPO, Zheng et al. 2025). ``"token"``: each token's own ratio
+            ``π(t) / π_old(t)``. ``"sequence"``: one ratio per completion, the length-normalised geometric
+            mean of its token ratios ``s = exp(mean_t log(π(t) / π_old(t)))`` over its loss tokens, clipped
+            per sequence and shared by all of its tokens (the gradient reaches each token as ``s / |y|``).
+            The per-token losses are then aggregated by ``loss_type`` (``seq_mean`` gives GSPO's objective
+            exactly; ``token_mean`` weighs sequences by length). GSPO clips far tighter than token-level
+            GRPO (the paper uses ``epsilon`` 3e-4 and ``epsilon_high`` 4e-4). The ratio only moves off
+            policy (``num_iterations`` > 1 or several mini-batches); on-policy it is 1 at either level,
+            but the gradient per token is then ``1 / |y|`` of the token level's.
     """
 
     epsilon: float = 0.2
@@ -74,6 +86,7 @@ class PolicyLossConfig:
     zero_std_tol: float = 1e-6
     importance_sampling_correction: bool = True
     importance_sampling_cap: float = 2.0
+    importance_sampling_level: ImportanceSamplingLevel = "token"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
@@ -92,6 +105,9 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
         if not self.importance_sampling_cap >= 1.0:
             raise ValueError(f"PolicyLossConfig.importance_sampling_cap must be >= 1, got {self.importance_sampling_cap}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError(f"PolicyLossConfig.importance_sampling_level={self.importance_sampling_level!r}: "
+                             "use token or sequence")
 
     @property
     def clip_high(self) -> float:
@@ -288,6 +304,10 @@ def policy_loss(
     adv = torch.where(mask, advantages.detach().float(), zero)
     # Mask the log-ratio before exp: padding becomes ratio 1, never inf.
     log_ratio = torch.where(mask, logps - old_logps.detach().float(), zero)
+    if cfg.importance_sampling_level == "sequence":
+        # GSPO: the mean log-ratio of each row's loss tokens, i.e. the log of the geometric mean ratio.
+        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+        log_ratio = torch.where(mask, seq_log_ratio.expand(shape), zero)
     ratio = torch.exp(log_ratio)
     low, high = 1.0 - cfg.epsilon, 1.0 + cfg.clip_high
     clipped = torch.clamp(ratio, low, high)

@@ -1,0 +1,36 @@
+"""Each GRPO knob of docs/grpo-knobs.md through the real CLI: a fit of 2 optimizer steps on the small world (wiring and
+logged metrics, not learning)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _cli_args import fit_args
+from rerec.cli import main
+
+KNOBS = {
+    "gspo": (["--model.init_args.num_iterations=2", "--model.init_args.loss.importance_sampling_level=sequence",
+              "--model.init_args.loss.loss_type=seq_mean"], ["ratio/mean"]),
+}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """World and warm-start cache shared by the fits (each fit has its own run folder)."""
+    return tmp_path_factory.mktemp("knobs")
+
+
+@pytest.mark.parametrize("knob", sorted(KNOBS))
+def test_fit_with_knob(knob: str, shared: Path, tmp_path: Path) -> None:
+    args, logged = KNOBS[knob]
+    main(["fit", *fit_args(shared, "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}",
+                           f"--trainer.logger.init_args.save_dir={tmp_path}", *args)])
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert summary["status"] == "completed" and summary["optimizer_steps"] == 2
+    for name in logged:
+        assert name in summary["train_metrics_mean"], name
+    config = next(tmp_path.rglob("config.yaml")).read_text()
+    assert all(a.split("=")[0].rsplit(".", 1)[1] in config for a in args)

@@ -14,6 +14,8 @@ from rerec.cli import main
 KNOBS = {
     "gspo": (["--model.init_args.num_iterations=2", "--model.init_args.loss.importance_sampling_level=sequence",
               "--model.init_args.loss.loss_type=seq_mean"], ["ratio/mean"]),
+    "gdpo": (["--model.init_args.multi_objective_aggregation=normalize_then_sum",
+              "--model.init_args.advantage.init_args.scale_rewards=batch"], ["raae/penalized_token_frac"]),
 }
 
 
@@ -33,4 +35,6 @@ def test_fit_with_knob(knob: str, shared: Path, tmp_path: Path) -> None:
     for name in logged:
         assert name in summary["train_metrics_mean"], name
     config = next(tmp_path.rglob("config.yaml")).read_text()
-    assert all(a.split("=")[0].rsplit(".", 1)[1] in config for a in args)
+    for arg in args:  # the resolved config holds each knob with its value
+        key, value = arg.split("=")
+        assert f"{key.rsplit('.', 1)[1]}: {value}" in config, arg

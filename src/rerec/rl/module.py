@@ -39,6 +39,7 @@ from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
 from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
+from rerec.rl.reward_aggregation import MULTI_OBJECTIVE_AGGREGATIONS, MultiObjectiveAggregation, aggregate_rewards
 from rerec.rl.reward_components import RewardComponent, default_reward_components
 from rerec.rl.rewards import RecReward, RewardConfig, ScoredRollouts
 from rerec.rl.rng_state import capture_rng_state, restore_rng_state
@@ -108,6 +109,12 @@ class ReRecPolicy(L.LightningModule):
         graph: Where the graph rewards get their data (LightGCN embeddings, relation weights).
         advantage: Advantage estimator: ``GRPOAdvantage``, ``RLOOAdvantage``, ``ReinforcePPAdvantage``
             (``rerec.rl.advantages``) or ``rerec.rl.raae.RAAEAdvantage``, with its own options.
+        multi_objective_aggregation: How the reward components become the reward the advantage
+            estimator normalises (TRL's name). ``sum_then_normalize``: their weighted sum (GRPO).
+            ``normalize_then_sum``: each component normalised within its group of G first, then the
+            weighted sum (GDPO, Liu et al. 2026; with the estimator's ``scale_rewards: batch`` it is GDPO
+            as published). RAAE's token penalties apply to that reward as to the plain sum. The logged
+            ``reward`` stays the raw weighted sum. See :mod:`rerec.rl.reward_aggregation`.
         loss: Clipped surrogate, KL, loss aggregation and the zero-std group filter.
         optim: AdamW settings.
         num_iterations: μ, passes over each rollout batch (1 = purely on-policy: old log-probs are the
@@ -161,6 +168,7 @@ class ReRecPolicy(L.LightningModule):
         reward_funcs: list[RewardComponent] | None = None,
         graph: GraphRewardConfig = GraphRewardConfig(),
         advantage: AdvantageEstimator = lazy_instance(GRPOAdvantage),
+        multi_objective_aggregation: MultiObjectiveAggregation = "sum_then_normalize",
         loss: PolicyLossConfig = PolicyLossConfig(),
         optim: OptimConfig = OptimConfig(),
         num_iterations: int = 1,
@@ -192,6 +200,10 @@ class ReRecPolicy(L.LightningModule):
         self.reward_funcs = list(reward_funcs) if reward_funcs is not None else default_reward_components()
         self.graph_config = graph
         self.advantage = advantage
+        if multi_objective_aggregation not in MULTI_OBJECTIVE_AGGREGATIONS:
+            raise ValueError(f"multi_objective_aggregation must be one of {MULTI_OBJECTIVE_AGGREGATIONS}, "
+                             f"got {multi_objective_aggregation!r}")
+        self.multi_objective_aggregation = multi_objective_aggregation
         self.loss_config = loss
         self.optim = optim
         self.split = BatchSplit(num_iterations, mini_batch_size, micro_batch_size)
@@ -289,8 +301,10 @@ class ReRecPolicy(L.LightningModule):
         self._check_rewards(scored, batch, ro.texts)
         t_reward = time.perf_counter() - t1
         old_logps, ref_logps = self._old_and_ref_logps(ro)
+        weights = {c.name: c.weight for c in self.reward.components}
+        rewards = aggregate_rewards(scored.total, scored.components, weights, G, self.multi_objective_aggregation)
         adv = self.advantage(AdvantageInputs(
-            rewards=scored.total, group_size=G, completion_ids=ro.completion_ids,
+            rewards=rewards, group_size=G, completion_ids=ro.completion_ids,
             completion_mask=ro.completion_mask, completion_texts=ro.texts, recommended_titles=scored.parsed,
             wrong_titles=scored.wrong_titles, tokenizer=self.tokenizer,
             per_token_kl=self._per_token_kl(ro, old_logps, ref_logps),

@@ -16,6 +16,8 @@ KNOBS = {
               "--model.init_args.loss.loss_type=seq_mean"], ["ratio/mean"]),
     "gdpo": (["--model.init_args.multi_objective_aggregation=normalize_then_sum",
               "--model.init_args.advantage.init_args.scale_rewards=batch"], ["raae/penalized_token_frac"]),
+    "entropy": (["--model.init_args.loss.entropy_coef=0.01", "--model.init_args.loss.top_entropy_quantile=0.2"],
+                ["top_entropy/kept_frac", "entropy"]),
 }
 
 

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "PolicyLossConfig", "PolicyLossOutput", "kl_estimate", "kl_k3", "loss_normalizer", "masked_mean", "policy_loss",
-    "zero_variance_groups",
+    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer",
+    "masked_mean", "policy_loss", "zero_variance_groups",
 ]
 
 KLEstimator = Literal["k3", "low_var_kl", "k1"]
@@ -74,6 +74,19 @@ class PolicyLossConfig:
             GRPO (the paper uses ``epsilon`` 3e-4 and ``epsilon_high`` 4e-4). The ratio only moves off
             policy (``num_iterations`` > 1 or several mini-batches); on-policy it is 1 at either level,
             but the gradient per token is then ``1 / |y|`` of the token level's.
+        entropy_coef: Weight of an entropy bonus: ``loss −= entropy_coef · agg(H)``, with ``H_t`` the
+            entropy of the policy's (temperature-scaled) next-token distribution at each loss token and
+            ``agg`` the same ``loss_type`` aggregation as the surrogate (verl's ``entropy_coeff``; with
+            ``token_mean`` it is TRL's ``entropy_coef``, the mean per-token entropy). Keeps the policy from
+            collapsing onto near-deterministic answers. The entropy is then differentiated, which keeps
+            each micro-batch's softmax for the backward (more memory). ``0`` = off.
+        top_entropy_quantile: ρ of *Beyond the 80/20 Rule* (Wang et al. 2025; TRL's name): the
+            surrogate is kept only on the tokens whose entropy is at or above the ``1 − ρ`` quantile
+            (linear interpolation) of the entropies of **their own completion's** loss tokens (TRL takes
+            the quantile over all tokens of a forward batch; per completion, the mask does not depend on
+            how the batch is cut into micro-batches). The other tokens still count in the ``loss_type``
+            normaliser and keep their KL term and entropy bonus. ``1.0`` keeps every token (off); ``0.0``
+            keeps each completion's highest-entropy token; the paper uses 0.2.
     """
 
     epsilon: float = 0.2
@@ -87,6 +100,8 @@ class PolicyLossConfig:
     importance_sampling_correction: bool = True
     importance_sampling_cap: float = 2.0
     importance_sampling_level: ImportanceSamplingLevel = "token"
+    entropy_coef: float = 0.0
+    top_entropy_quantile: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
@@ -108,6 +123,15 @@ class PolicyLossConfig:
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(f"PolicyLossConfig.importance_sampling_level={self.importance_sampling_level!r}: "
                              "use token or sequence")
+        if not self.entropy_coef >= 0.0:
+            raise ValueError(f"PolicyLossConfig.entropy_coef must be >= 0, got {self.entropy_coef}")
+        if not 0.0 <= self.top_entropy_quantile <= 1.0:
+            raise ValueError(f"PolicyLossConfig.top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
+
+    @property
+    def needs_entropy(self) -> bool:
+        """Whether :func:`policy_loss` reads the per-token entropy (entropy bonus or top-entropy mask)."""
+        return self.entropy_coef > 0 or self.top_entropy_quantile < 1.0
 
     @property
     def clip_high(self) -> float:
@@ -157,6 +181,18 @@ def zero_variance_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e
     if not bool(torch.isfinite(values).all()):
         raise ValueError("zero_variance_groups: rewards contain NaN or inf")
     return values.reshape(-1, group_size).std(dim=1, correction=0) <= tol
+
+
+def high_entropy_mask(entropy: Tensor, mask: Tensor, top_quantile: float) -> Tensor:
+    """``(N, T)`` bool: the loss tokens of each row whose entropy is at or above the ``1 − top_quantile``
+    quantile (linear interpolation) of that row's loss-token entropies; all of ``mask`` when
+    ``top_quantile`` is 1."""
+    mask = mask.bool()
+    if top_quantile >= 1.0:
+        return mask
+    values = torch.where(mask, entropy.detach().float(), torch.full((), float("nan"), device=entropy.device))
+    threshold = torch.nanquantile(values, 1.0 - top_quantile, dim=-1, keepdim=True)  # NaN on empty rows
+    return mask & (entropy.detach().float() >= threshold)
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -252,6 +288,7 @@ def policy_loss(
     cfg: PolicyLossConfig | None = None,
     normalizer: float | None = None,
     is_weights: Tensor | None = None,
+    entropy: Tensor | None = None,
 ) -> PolicyLossOutput:
     """Clipped surrogate + ``beta`` * KL, aggregated over valid completion tokens.
 
@@ -270,6 +307,8 @@ def policy_loss(
         is_weights: ``(N, T)`` importance weights of the tokens (constants; see
             :func:`~rerec.rl.importance_sampling.truncated_importance_weights`): each token's loss,
             surrogate and KL, is multiplied by its weight before aggregation. ``None``: all 1.
+        entropy: ``(N, T)`` per-token entropy of the policy; required when ``cfg.needs_entropy`` (with
+            gradient when ``cfg.entropy_coef > 0``).
 
     Returns:
         :class:`PolicyLossOutput` with the scalar loss and float metrics.
@@ -288,6 +327,8 @@ def policy_loss(
         raise ValueError(f"policy_loss: is_weights has shape {tuple(is_weights.shape)}, logps has {tuple(shape)}")
     if ref_logps is not None and ref_logps.shape != shape:
         raise ValueError(f"policy_loss: ref_logps has shape {tuple(ref_logps.shape)}, logps has {tuple(shape)}")
+    if cfg.needs_entropy and (entropy is None or entropy.shape != shape):
+        raise ValueError(f"policy_loss: entropy_coef / top_entropy_quantile need entropy of shape {tuple(shape)}")
     if cfg.beta > 0 and ref_logps is None:
         raise ValueError(f"policy_loss: beta={cfg.beta} > 0 needs ref_logps (or set beta=0)")
     if cfg.loss_type == "dr_grpo" and cfg.max_completion_length is not None and shape[1] > cfg.max_completion_length:
@@ -315,11 +356,16 @@ def policy_loss(
     weights = None if is_weights is None else torch.where(mask, is_weights.detach().float(), zero)
     if weights is not None:
         surrogate = surrogate * weights
-    surrogate = torch.where(mask, surrogate, zero)
+    kept = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile) if entropy is not None else mask
+    surrogate = torch.where(kept, surrogate, zero)
 
     pg_loss = _aggregate(surrogate, mask, cfg, normalizer)
     loss = pg_loss
     per_token = surrogate
+    if cfg.entropy_coef > 0:
+        ent = torch.where(mask, entropy.float(), zero)
+        loss = loss - cfg.entropy_coef * _aggregate(ent, mask, cfg, normalizer)
+        per_token = per_token - cfg.entropy_coef * ent
     kl_mean = zero
     if ref_logps is not None:
         # Zero both sides on padding so the estimate there is exactly 0 whatever the inputs hold.
@@ -332,8 +378,8 @@ def policy_loss(
             kl = kl * weights
         if cfg.beta > 0:
             # The aggregations are linear, so agg(surrogate + beta*kl) = agg(surrogate) + beta*agg(kl).
-            loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)
-            per_token = surrogate + cfg.beta * kl
+            loss = loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)
+            per_token = per_token + cfg.beta * kl
 
     with torch.no_grad():
         is_low = mask & (adv < 0) & (ratio < low)
@@ -351,4 +397,6 @@ def policy_loss(
             "ratio/min": float(valid_ratio.min()) if n_valid else 1.0,
             "ratio/max": float(valid_ratio.max()) if n_valid else 1.0,
         }
+        if cfg.top_entropy_quantile < 1.0:
+            metrics["top_entropy/kept_frac"] = float(masked_mean(kept.float(), mask))
     return PolicyLossOutput(loss=loss, metrics=metrics, per_token_loss=per_token.detach())

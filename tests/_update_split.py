@@ -14,11 +14,13 @@ VALID = (1, 3, 4, 2)
 
 
 def split_update(cfg: PolicyLossConfig, micro: int, off_policy: bool = True,
-                 engine_shift: torch.Tensor | None = None) -> tuple[list[torch.Tensor], dict[str, float]]:
+                 engine_shift: torch.Tensor | None = None,
+                 loss_rows: list[bool] | None = None) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Gradients and metrics of one mini-batch of the whole batch in micro-batches of ``micro`` rows.
 
     ``off_policy``: old log-probs are the model's own plus a fixed per-token offset, so ratios differ
     from 1 (and differ between tokens of a row). ``engine_shift``: (4, T) offsets giving engine log-probs.
+    ``loss_rows``: which rows enter the loss (default all).
     """
     model = tiny_qwen2(V, seed=0, hidden_size=32, layers=1)
     ro = _rollouts(list(VALID))
@@ -30,9 +32,10 @@ def split_update(cfg: PolicyLossConfig, micro: int, off_policy: bool = True,
     old = own + offsets if off_policy else None
     engine = None if engine_shift is None else own - engine_shift
     ref = torch.full((len(VALID), T), -3.0)
+    loss_mask = ro.completion_mask if loss_rows is None else ro.completion_mask & torch.tensor(loss_rows)[:, None]
     grads: list[list[torch.Tensor]] = []
     metrics = update_policy(
-        model, UpdateBatch(ro, adv, ro.completion_mask, old, ref if cfg.beta > 0 else None, engine), logprobs,
+        model, UpdateBatch(ro, adv, loss_mask, old, ref if cfg.beta > 0 else None, engine), logprobs,
         cfg, BatchSplit(1, None, micro), backward=lambda loss: loss.backward(),
         zero_grad=lambda: model.zero_grad(set_to_none=True),
         optimizer_step=lambda: grads.append([p.grad.clone() for p in model.parameters()]),

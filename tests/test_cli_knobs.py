@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from _cli_args import fit_args
+
+OVERLONG_REWARD = json.dumps([
+    {"class_path": "rerec.rl.reward_components.FormatReward", "init_args": {"weight": 0.1}},
+    {"class_path": "rerec.rl.reward_components.NDCGReward"},
+    {"class_path": "rerec.rl.overlong.OverlongPenalty", "init_args": {"overlong_buffer_len": 4}},
+])
 from rerec.cli import main
 
 KNOBS = {
@@ -18,6 +24,8 @@ KNOBS = {
               "--model.init_args.advantage.init_args.scale_rewards=batch"], ["raae/penalized_token_frac"]),
     "entropy": (["--model.init_args.loss.entropy_coef=0.01", "--model.init_args.loss.top_entropy_quantile=0.2"],
                 ["top_entropy/kept_frac", "entropy"]),
+    "overlong": (["--model.init_args.loss.mask_truncated_completions=true",
+                  f"--model.init_args.reward_funcs={OVERLONG_REWARD}"], ["rewards/overlong/mean"]),
 }
 
 
@@ -38,5 +46,8 @@ def test_fit_with_knob(knob: str, shared: Path, tmp_path: Path) -> None:
         assert name in summary["train_metrics_mean"], name
     config = next(tmp_path.rglob("config.yaml")).read_text()
     for arg in args:  # the resolved config holds each knob with its value
-        key, value = arg.split("=")
-        assert f"{key.rsplit('.', 1)[1]}: {value}" in config, arg
+        key, value = arg.split("=", 1)
+        if not value.startswith("["):
+            assert f"{key.rsplit('.', 1)[1]}: {value}" in config, arg
+    if knob == "overlong":
+        assert "rerec.rl.overlong.OverlongPenalty" in config

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer",
+    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer", "loss_token_mask",
     "masked_mean", "policy_loss", "zero_variance_groups",
 ]
 
@@ -58,6 +58,10 @@ class PolicyLossConfig:
             give no gradient signal and are left out of the loss (``frac_reward_zero_std`` counts them
             either way).
         zero_std_tol: Tolerance of ``zero_std_filter`` on the population std of a group's rewards.
+        mask_truncated_completions: Leave completions that hit ``max_completion_length`` without an EOS
+            out of the loss (and out of its normaliser), as if they had not been sampled (TRL's name; DAPO,
+            Yu et al. 2025): their reward judges a reasoning that was cut off. They still count in their
+            group's advantage statistics. See also the ``rerec.rl.overlong.OverlongPenalty`` reward.
         importance_sampling_correction: When the rollout engine reports its own sampling log-probs (the
             vLLM engine does), weight each token's loss by ``min(π_old(t) / π_engine(t), cap)``, the
             truncated importance ratio between the trainer's and the engine's probability of the sampled
@@ -97,6 +101,7 @@ class PolicyLossConfig:
     max_completion_length: int | None = None
     zero_std_filter: bool = False
     zero_std_tol: float = 1e-6
+    mask_truncated_completions: bool = False
     importance_sampling_correction: bool = True
     importance_sampling_cap: float = 2.0
     importance_sampling_level: ImportanceSamplingLevel = "token"
@@ -193,6 +198,26 @@ def high_entropy_mask(entropy: Tensor, mask: Tensor, top_quantile: float) -> Ten
     values = torch.where(mask, entropy.detach().float(), torch.full((), float("nan"), device=entropy.device))
     threshold = torch.nanquantile(values, 1.0 - top_quantile, dim=-1, keepdim=True)  # NaN on empty rows
     return mask & (entropy.detach().float() >= threshold)
+
+
+def loss_token_mask(completion_mask: Tensor, truncated: Tensor, zero_groups: Tensor, group_size: int,
+                    cfg: PolicyLossConfig) -> Tensor:
+    """``(N, T)`` the tokens that enter the loss: the completion tokens, less the groups of
+    ``zero_groups`` with ``zero_std_filter`` and the ``truncated`` rows with ``mask_truncated_completions``.
+
+    Args:
+        completion_mask: ``(N, T)`` real completion tokens.
+        truncated: ``(N,)`` rows that hit the budget without an EOS.
+        zero_groups: ``(N // group_size,)`` zero-variance groups (:func:`zero_variance_groups`).
+        group_size: G.
+        cfg: the loss settings.
+    """
+    mask = completion_mask.bool()
+    if cfg.zero_std_filter:
+        mask = mask & ~zero_groups.to(mask.device).repeat_interleave(group_size).unsqueeze(1)
+    if cfg.mask_truncated_completions:
+        mask = mask & ~truncated.to(mask.device).bool().unsqueeze(1)
+    return mask
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:

@@ -35,7 +35,7 @@ from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
-from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
+from rerec.rl.loss import PolicyLossConfig, loss_token_mask, zero_variance_groups
 from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
@@ -297,7 +297,9 @@ class ReRecPolicy(L.LightningModule):
             ) from error
         t1 = time.perf_counter()
 
-        scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device)
+        scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device,
+                             completion_lengths=ro.completion_mask.sum(1),
+                             max_completion_length=self.generation.max_completion_length)
         self._check_rewards(scored, batch, ro.texts)
         t_reward = time.perf_counter() - t1
         old_logps, ref_logps = self._old_and_ref_logps(ro)
@@ -310,9 +312,7 @@ class ReRecPolicy(L.LightningModule):
             per_token_kl=self._per_token_kl(ro, old_logps, ref_logps),
         ))
         zero_groups = zero_variance_groups(scored.total, G, self.loss_config.zero_std_tol)
-        loss_mask = ro.completion_mask
-        if self.loss_config.zero_std_filter:
-            loss_mask = loss_mask & ~zero_groups.repeat_interleave(G).unsqueeze(1).to(loss_mask.device)
+        loss_mask = loss_token_mask(ro.completion_mask, ro.truncated, zero_groups, G, self.loss_config)
         t2 = time.perf_counter()
 
         self.guard.step = self.stats.rl_steps + 1

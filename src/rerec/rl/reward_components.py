@@ -54,6 +54,9 @@ class AnswerBatch:
         device: Where component values are made.
         cache: Scratch space shared by the components of this batch (e.g. QAS and PAS come from one
             graph scorer call).
+        completion_lengths: (N,) generated tokens of each completion (EOS included) and
+        max_completion_length: the budget they were generated under, when the caller scores rollouts
+            (training does; reading for evaluation does not): for length-based components.
     """
 
     texts: Sequence[str]
@@ -65,6 +68,8 @@ class AnswerBatch:
     k: int
     device: torch.device | str = "cpu"
     cache: dict[str, Any] = field(default_factory=dict)
+    completion_lengths: Tensor | None = None
+    max_completion_length: int | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

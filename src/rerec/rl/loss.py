@@ -27,6 +27,7 @@ __all__ = [
 KLEstimator = Literal["k3", "low_var_kl", "k1"]
 LossType = Literal["token_mean", "seq_mean", "dr_grpo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
+ImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 # Bound on log(ref/pi) before exp in low_var_kl: leaves every value of the [-10, 10]-clamped k3 unchanged
 # (|log-ratio| > 20 gives k3 > 10 either way) but keeps exp finite, so the clamp's zero gradient never
@@ -68,6 +69,12 @@ class PolicyLossConfig:
             token (TRL's ``vllm_importance_sampling_correction``): two implementations of the same weights
             never give exactly the same probabilities. Ignored with an engine that reports none (HF).
         importance_sampling_cap: The truncation ``cap`` of those weights (>= 1).
+        importance_sampling_mode: How those weights are formed (TRL's ``vllm_importance_sampling_mode``,
+            see :mod:`~rerec.rl.importance_sampling`): ``token_truncate`` (the weights above),
+            ``token_mask`` (a token whose ratio is above ``cap`` gets weight 0 instead), and
+            ``sequence_truncate`` / ``sequence_mask`` (every token of a completion weighted by the
+            completion's ratio, the product of its token ratios, capped or zeroed above ``cap``). The
+            ``*_mask`` modes log ``is_ratio/masked_frac``, the share of loss tokens dropped.
         importance_sampling_level: What the clipped ratio is taken of (TRL's and verl's name;
             ``sequence`` is GSPO, Zheng et al. 2025). ``"token"``: each token's own ratio
             ``π(t) / π_old(t)``. ``"sequence"``: one ratio per completion, the length-normalised geometric
@@ -104,6 +111,7 @@ class PolicyLossConfig:
     mask_truncated_completions: bool = False
     importance_sampling_correction: bool = True
     importance_sampling_cap: float = 2.0
+    importance_sampling_mode: ImportanceSamplingMode = "token_truncate"
     importance_sampling_level: ImportanceSamplingLevel = "token"
     entropy_coef: float = 0.0
     top_entropy_quantile: float = 1.0
@@ -125,6 +133,9 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
         if not self.importance_sampling_cap >= 1.0:
             raise ValueError(f"PolicyLossConfig.importance_sampling_cap must be >= 1, got {self.importance_sampling_cap}")
+        if self.importance_sampling_mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+            raise ValueError(f"PolicyLossConfig.importance_sampling_mode={self.importance_sampling_mode!r}: use "
+                             "token_truncate, token_mask, sequence_truncate or sequence_mask")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(f"PolicyLossConfig.importance_sampling_level={self.importance_sampling_level!r}: "
                              "use token or sequence")
@@ -330,7 +341,7 @@ def policy_loss(
         normalizer: denominator of the aggregation when these rows are one micro-batch of a larger
             mini-batch (:func:`loss_normalizer` of the mini-batch's mask); ``None``: these rows' own.
         is_weights: ``(N, T)`` importance weights of the tokens (constants; see
-            :func:`~rerec.rl.importance_sampling.truncated_importance_weights`): each token's loss,
+            :func:`~rerec.rl.importance_sampling.importance_weights`): each token's loss,
             surrogate and KL, is multiplied by its weight before aggregation. ``None``: all 1.
         entropy: ``(N, T)`` per-token entropy of the policy; required when ``cfg.needs_entropy`` (with
             gradient when ``cfg.entropy_coef > 0``).

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rerec.rl.importance_sampling import ImportanceStats, truncated_importance_weights
+from rerec.rl.importance_sampling import ImportanceStats, importance_weights
 from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
 from rerec.rl.rollout import Rollouts
@@ -266,6 +266,7 @@ def update_policy(
     with_is = batch.engine_logps is not None and loss_config.importance_sampling_correction
     cap = loss_config.importance_sampling_cap
     metrics = _Metrics()
+    metrics.importance.masking = loss_config.importance_sampling_mode.endswith("mask")
     for _ in range(split.num_iterations):
         shuffle = split.num_iterations > 1 or mini < n_units
         order = torch.randperm(n_units) if shuffle else torch.arange(n_units)
@@ -283,7 +284,8 @@ def update_policy(
                 old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
                 weights = None
                 if with_is:
-                    weights, raw = truncated_importance_weights(old, batch.engine_logps[rows], mask, cap)
+                    weights, raw = importance_weights(old, batch.engine_logps[rows], mask, cap,
+                                                      loss_config.importance_sampling_mode)
                     metrics.importance.add(raw, mask, cap)
                 out = policy_loss(
                     logps, old, batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None,

@@ -28,6 +28,19 @@ class AnswerLengthPenalty(RewardComponent):
         return batch.values([-self.per_char * len(t) for t in batch.texts])
 
 
+class SomeQueriesLength(AnswerLengthPenalty):
+    """:class:`AnswerLengthPenalty` for the queries whose id hashes to an even number, 0 for the others:
+    about half of the groups have rewards that vary (dynamic sampling's informative groups)."""
+
+    name = "some_queries_length"
+
+    def __call__(self, batch: AnswerBatch) -> torch.Tensor:
+        import zlib
+
+        return batch.values([-self.per_char * len(t) if zlib.crc32(task.query_id.encode()) % 2 == 0 else 0.0
+                             for t, task in zip(batch.texts, batch.tasks)])
+
+
 class CountingEngine(HFGenerateEngine):
     """HF generation that counts its calls and syncs (a stand-in for an engine with its own weights)."""
 

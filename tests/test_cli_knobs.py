@@ -30,6 +30,9 @@ KNOBS = {
     "is_mode": (["--model.init_args.engine=_user_plugins.MismatchedEngine",
                  "--model.init_args.loss.importance_sampling_mode=sequence_mask"],
                 ["is_ratio/masked_frac", "is_ratio/mean"]),
+    "dynamic_sampling": (["--model.init_args.dynamic_sampling.enabled=true",
+                          "--model.init_args.dynamic_sampling.max_num_gen_batches=3"],
+                         ["train/dynamic_sampling/gen_batches", "train/dynamic_sampling/groups_kept"]),
 }
 
 
@@ -55,5 +58,10 @@ def test_fit_with_knob(knob: str, shared: Path, tmp_path: Path) -> None:
             assert f"{key.rsplit('.', 1)[1]}: {value}" in config, arg
     if knob == "is_mode":  # every completion starts with a shifted token: its product ratio is >= e > 2
         assert summary["train_metrics_mean"]["is_ratio/masked_frac"] == 1.0
+    if knob == "dynamic_sampling":  # updates counted as steps; every generation batch reached the curriculum
+        means = summary["train_metrics_mean"]
+        assert summary["steps"] == 2 and 1 <= means["train/dynamic_sampling/gen_batches"] <= 3
+        header = next(tmp_path.rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+        assert "curriculum/active" in header
     if knob == "overlong":
         assert "rerec.rl.overlong.OverlongPenalty" in config

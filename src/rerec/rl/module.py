@@ -32,6 +32,7 @@ from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvanta
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
 from rerec.rl.completion_rows import completion_rows
 from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
+from rerec.rl.dynamic_sampling import DynamicSampler, DynamicSamplingConfig
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
@@ -116,6 +117,10 @@ class ReRecPolicy(L.LightningModule):
             as published). RAAE's token penalties apply to that reward as to the plain sum. The logged
             ``reward`` stays the raw weighted sum. See :mod:`rerec.rl.reward_aggregation`.
         loss: Clipped surrogate, KL, loss aggregation and the zero-std group filter.
+        dynamic_sampling: DAPO's dynamic sampling (``enabled``, ``max_num_gen_batches``): update only on
+            groups whose rewards vary, drawing more batches of prompts from the curriculum until B of
+            them are found; steps that only generate make no optimizer step (``max_steps`` counts
+            updates). Logged as ``train/dynamic_sampling/*``. See :mod:`rerec.rl.dynamic_sampling`.
         optim: AdamW settings.
         num_iterations: μ, passes over each rollout batch (1 = purely on-policy: old log-probs are the
             current ones and their extra forward is skipped).
@@ -170,6 +175,7 @@ class ReRecPolicy(L.LightningModule):
         advantage: AdvantageEstimator = lazy_instance(GRPOAdvantage),
         multi_objective_aggregation: MultiObjectiveAggregation = "sum_then_normalize",
         loss: PolicyLossConfig = PolicyLossConfig(),
+        dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig(),
         optim: OptimConfig = OptimConfig(),
         num_iterations: int = 1,
         mini_batch_size: int | None = None,
@@ -205,6 +211,9 @@ class ReRecPolicy(L.LightningModule):
                              f"got {multi_objective_aggregation!r}")
         self.multi_objective_aggregation = multi_objective_aggregation
         self.loss_config = loss
+        self.dynamic_sampling = dynamic_sampling
+        self.dynamic_sampler: DynamicSampler | None = None
+        self._pending = {"generate": 0.0, "score": 0.0, "reward": 0.0}  # generation-only steps' time
         self.optim = optim
         self.split = BatchSplit(num_iterations, mini_batch_size, micro_batch_size)
         if logits_chunk_size is not None and logits_chunk_size < 1:
@@ -263,6 +272,9 @@ class ReRecPolicy(L.LightningModule):
         unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
         self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
                                            self.logits_chunk_size)
+        if self.dynamic_sampling.enabled:
+            self.dynamic_sampler = DynamicSampler(self.dynamic_sampling, G, self.tokenizer.pad_token_id,
+                                                  self._min_over_ranks)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,
@@ -314,29 +326,42 @@ class ReRecPolicy(L.LightningModule):
         zero_groups = zero_variance_groups(scored.total, G, self.loss_config.zero_std_tol)
         loss_mask = loss_token_mask(ro.completion_mask, ro.truncated, zero_groups, G, self.loss_config)
         t2 = time.perf_counter()
+        group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
+        group_stats = {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1),
+                                                   group_std)}
+        update_batch = UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs)
+        sampling: dict[str, float] = {}
+        if self.dynamic_sampler is not None:
+            offered = self.dynamic_sampler.offer(update_batch, ~zero_groups, len(batch))
+            if offered is None:  # too few informative groups yet: generate another batch first
+                for part, seconds in (("generate", t1 - t0), ("score", t2 - t1), ("reward", t_reward)):
+                    self._pending[part] += seconds
+                self._step_rng = capture_rng_state()
+                return group_stats
+            update_batch, sampling = offered
 
         self.guard.step = self.stats.rl_steps + 1
         update = update_policy(
-            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs),
+            self.policy, update_batch,
             self.logprobs, self.loss_config, self.split, self.manual_backward,
             zero_grad=lambda: self.optimizers().zero_grad(set_to_none=True), optimizer_step=self._optimizer_step,
             guard=self.guard,
         )
         t3 = time.perf_counter()
 
-        group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
         metrics = self._step_metrics(ro, scored, group_std, zero_groups, (t0, t1, t2, t3), t_reward)
-        metrics.update({**adv.metrics, **update, "rollout_tokens": ro.num_completion_tokens})
+        metrics.update({**adv.metrics, **update, **sampling, "rollout_tokens": ro.num_completion_tokens})
         metrics = reduce_metrics(metrics)  # every rank's rollouts, not rank 0's shard (no-op on one process)
         tokens = int(metrics.pop("rollout_tokens"))
-        self.stats.record_step({"generate": t1 - t0, "score": t2 - t1, "reward": t_reward, "update": t3 - t2},
-                               tokens, metrics)
+        pending, self._pending = self._pending, dict.fromkeys(self._pending, 0.0)
+        self.stats.record_step({"generate": t1 - t0 + pending["generate"], "score": t2 - t1 + pending["score"],
+                                "reward": t_reward + pending["reward"], "update": t3 - t2}, tokens, metrics)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         every = self.log_completions_every_n_steps
         if every and (self.stats.rl_steps == 1 or self.stats.rl_steps % every == 0):
             self._log_completions(batch, ro.texts, scored.total, scored)
         self._step_rng = capture_rng_state()
-        return {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1), group_std)}
+        return group_stats
 
     def _check_rewards(self, scored: ScoredRollouts, batch: list[RecTask], texts: list[str]) -> None:
         """Stop with an error naming the component, the query and the completion when a reward is NaN or
@@ -354,6 +379,12 @@ class ReRecPolicy(L.LightningModule):
                 f"{batch[i // G].query_id!r} (rollout {i % G}, completion {texts[i][:120]!r}); {len(rows)} "
                 f"non-finite values in this batch, queries {queries[:5]}: fix the component"
             )
+
+    def _min_over_ranks(self, value: int) -> int:
+        """The smallest ``value`` of all ranks (dynamic sampling: every rank updates on as many groups)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return value
+        return int(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op="min"))
 
     def _any_rank(self, decision: bool) -> bool:
         """Whether ``decision`` holds on any rank (all ranks skip the same optimizer steps)."""

@@ -133,7 +133,8 @@ class DynamicSampler:
         self.gen_batches = 0
         self.generated_groups = 0
 
-    def offer(self, batch: UpdateBatch, informative: Tensor, target_groups: int) -> tuple[UpdateBatch, dict[str, float]] | None:
+    def offer(self, batch: UpdateBatch, informative: Tensor,
+              target_groups: int) -> tuple[UpdateBatch, dict[str, float]] | None:
         """Take one generation batch; ``informative`` is ``(groups,)`` bool. Returns the batch to update on
         and its ``train/dynamic_sampling/*`` metrics when the update is due, else ``None`` (generate more).
 

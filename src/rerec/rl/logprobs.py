@@ -72,7 +72,8 @@ def _entropy_given_lse(z: Tensor, lse: Tensor) -> Tensor:
     return lse - p.mul_(z).sum(-1)
 
 
-def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor, entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
+def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor,
+                                      entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
     """``(selective_log_softmax(logits, index), entropy_from_logits(logits))`` with one ``logsumexp``
     per slice instead of two: at a 152k vocabulary the full-vocabulary passes are most of the update's
     time outside the model. The entropy carries no gradient unless ``entropy_grad`` (an entropy bonus in

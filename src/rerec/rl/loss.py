@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer", "loss_token_mask",
-    "masked_mean", "policy_loss", "zero_variance_groups",
+    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer",
+    "loss_token_mask", "masked_mean", "policy_loss", "zero_variance_groups",
 ]
 
 KLEstimator = Literal["k3", "low_var_kl", "k1"]

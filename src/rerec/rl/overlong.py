@@ -57,7 +57,8 @@ class OverlongPenalty(RewardComponent):
         if overlong_penalty_factor < 0:
             raise ValueError(f"overlong_penalty_factor must be >= 0, got {overlong_penalty_factor}")
         if max_completion_length is not None and max_completion_length < overlong_buffer_len:
-            raise ValueError(f"max_completion_length={max_completion_length} < overlong_buffer_len={overlong_buffer_len}")
+            raise ValueError(f"max_completion_length={max_completion_length} < "
+                             f"overlong_buffer_len={overlong_buffer_len}")
         self.overlong_buffer_len = overlong_buffer_len
         self.overlong_penalty_factor = overlong_penalty_factor
         self.max_completion_length = max_completion_length

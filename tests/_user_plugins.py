@@ -28,6 +28,19 @@ class AnswerLengthPenalty(RewardComponent):
         return batch.values([-self.per_char * len(t) for t in batch.texts])
 
 
+class SomeQueriesLength(AnswerLengthPenalty):
+    """:class:`AnswerLengthPenalty` for the queries whose id hashes to an even number, 0 for the others:
+    about half of the groups have rewards that vary (dynamic sampling's informative groups)."""
+
+    name = "some_queries_length"
+
+    def __call__(self, batch: AnswerBatch) -> torch.Tensor:
+        import zlib
+
+        return batch.values([-self.per_char * len(t) if zlib.crc32(task.query_id.encode()) % 2 == 0 else 0.0
+                             for t, task in zip(batch.texts, batch.tasks)])
+
+
 class CountingEngine(HFGenerateEngine):
     """HF generation that counts its calls and syncs (a stand-in for an engine with its own weights)."""
 
@@ -106,3 +119,24 @@ class SignalAt(Callback):
         if pl_module.stats.rl_steps + 1 == self.step:
             for _ in range(self.times):
                 os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+
+class MismatchedEngine(HFGenerateEngine):
+    """Generates normally and reports sampling log-probs that differ from the trainer's as a second
+    implementation's would: the policy's own log-probs minus ``shift`` on every other completion token
+    (so those tokens' importance ratio is ``e^shift``)."""
+
+    def __init__(self, shift: float = 1.0) -> None:
+        self.shift = shift
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
+        from rerec.rl.logprobs import completion_logprobs
+
+        out = super().generate(prompt_ids, config, num_generations, greedy)
+        with torch.no_grad():
+            logps, _ = completion_logprobs(self.policy, out.input_ids, out.attention_mask, out.prompt_length,
+                                           temperature=config.temperature)
+        every_other = (torch.arange(logps.shape[1], device=logps.device) % 2 == 0).float()
+        out.logprobs = logps - self.shift * every_other
+        return out

@@ -16,10 +16,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
+
+ScaleRewards = Literal["group", "batch", "none"]
+
+
+def scale_mode(scale: bool | str) -> ScaleRewards:
+    """``scale_rewards`` as one of TRL's names: ``True`` is ``"group"``, ``False`` is ``"none"``."""
+    if scale is True or scale is False:
+        return "group" if scale else "none"
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be group, batch or none (or true / false), got {scale!r}")
+    return scale  # type: ignore[return-value]
 
 
 @dataclass(kw_only=True)
@@ -94,18 +105,20 @@ class AdvantageOutput:
 
 
 def normalize_groups(
-    values: Tensor, mask: Tensor, group_size: int, scale: bool, eps: float, centre: Tensor | None = None
+    values: Tensor, mask: Tensor, group_size: int, scale: bool | str, eps: float, centre: Tensor | None = None
 ) -> Tensor:
-    """``(x − mean) / (std + eps)`` (or ``x − mean`` when ``scale`` is False) over the valid entries of
-    each group of ``group_size`` consecutive rows; 0 where ``mask`` is False and in groups whose
+    """``(x − mean) / (std + eps)`` (or ``x − mean`` when ``scale`` is False / ``"none"``) over the valid
+    entries of each group of ``group_size`` consecutive rows; 0 where ``mask`` is False and in groups whose
     deviations are all 0 (constant groups, or with ``centre`` every entry equal to it).
 
     Args:
         values: (N, T) values (any float dtype; computed in float64).
         mask: (N, T) bool, which entries count and get a result.
         group_size: Rows per group (N for one batch-wide group).
-        scale: Divide by the group's unbiased std, ``sqrt(Σ(x − c)² / (n − 1))`` with ``c`` the mean or
-            ``centre``.
+        scale: ``True`` / ``"group"``: divide by the group's unbiased std, ``sqrt(Σ(x − c)² / (n − 1))``
+            with ``c`` the mean or ``centre``. ``"batch"``: divide by one std for the whole batch, the
+            unbiased std of all valid entries around their batch mean (TRL's ``scale_rewards="batch"``).
+            ``False`` / ``"none"``: no division.
         eps: Added to the std.
         centre: (N // group_size,) value subtracted in each group instead of the mean of its entries.
     """
@@ -121,9 +134,15 @@ def normalize_groups(
         constant = x.masked_fill(~m, float("-inf")).amax(1) == x.masked_fill(~m, float("inf")).amin(1)
     else:  # all equal but off the centre still moves: only exact zeros are cleaned up
         constant = (dev == 0).all(1)
-    if scale:
+    mode = scale_mode(scale)
+    if mode == "group":
         std = ((dev**2).sum(1) / (count - 1.0).clamp_min(1.0)).sqrt()
         dev = dev / (std[:, None] + eps)
+    elif mode == "batch":
+        total = m.sum(dtype=torch.float64)
+        batch_dev = torch.where(m, x - x.sum() / total.clamp_min(1.0), 0.0)
+        std = ((batch_dev**2).sum() / (total - 1.0).clamp_min(1.0)).sqrt()
+        dev = dev / (std + eps)
     return dev.masked_fill(constant[:, None], 0.0).reshape(n, t)
 
 
@@ -170,16 +189,21 @@ class GRPOAdvantage(AdvantageEstimator):
     its prompt (unbiased sample std), copied onto every valid token.
 
     Args:
-        scale_rewards: Divide by the group std; False gives Dr. GRPO's ``r_i − mean_g``.
+        scale_rewards: What ``r_i − mean_g`` is divided by (TRL's ``scale_rewards``): ``group`` (or
+            ``true``), the std of the G rewards of the prompt; ``batch``, the std of all rewards of the
+            rollout batch around their mean (Lite PPO, Liu et al. 2025, *Tricks or Traps? A Deep Dive into
+            RL for LLM Reasoning*; under DDP the rollouts of this process);
+            ``none`` (or ``false``), nothing: Dr. GRPO's ``r_i − mean_g`` (Liu et al. 2025).
         eps: Added to the std.
     """
 
     name = "grpo"
     min_group_size = 2
 
-    def __init__(self, scale_rewards: bool = True, eps: float = 1e-4) -> None:
+    def __init__(self, scale_rewards: bool | ScaleRewards = True, eps: float = 1e-4) -> None:
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
+        scale_mode(scale_rewards)  # rejects an unknown name here, not at the first step
         self.scale_rewards = scale_rewards
         self.eps = eps
 

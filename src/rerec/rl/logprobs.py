@@ -72,10 +72,12 @@ def _entropy_given_lse(z: Tensor, lse: Tensor) -> Tensor:
     return lse - p.mul_(z).sum(-1)
 
 
-def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor,
+                                      entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
     """``(selective_log_softmax(logits, index), entropy_from_logits(logits))`` with one ``logsumexp``
     per slice instead of two: at a 152k vocabulary the full-vocabulary passes are most of the update's
-    time outside the model. The entropy carries no gradient."""
+    time outside the model. The entropy carries no gradient unless ``entropy_grad`` (an entropy bonus in
+    the loss; it keeps each slice's softmax for the backward)."""
     if logits.shape[:-1] != index.shape:
         raise ValueError(f"selective_log_softmax: logits {tuple(logits.shape)} vs index {tuple(index.shape)}")
     picked = torch.gather(logits, -1, index.long().unsqueeze(-1)).squeeze(-1).float()
@@ -85,7 +87,10 @@ def selective_log_softmax_and_entropy(logits: Tensor, index: Tensor) -> tuple[Te
         z = row.float()
         lse = torch.logsumexp(z, dim=-1)
         lses.append(lse)
-        entropies.append(_entropy_given_lse(z.detach(), lse.detach()))
+        if entropy_grad:
+            entropies.append(lse - (torch.softmax(z, dim=-1) * z).sum(-1))
+        else:
+            entropies.append(_entropy_given_lse(z.detach(), lse.detach()))
     lse, entropy = torch.stack(lses), torch.stack(entropies)
     if logits.dim() == 1:
         lse, entropy = lse[0], entropy[0]
@@ -125,6 +130,7 @@ def completion_logprobs(
     micro_batch_size: int | None = None,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs of the completion tokens ``input_ids[:, P:]`` under ``model``, micro-batch by micro-batch.
 
@@ -144,10 +150,11 @@ def completion_logprobs(
         temperature: the sampling temperature; logits are divided by it before the softmax so the
             log-probs are those of the distribution the completions were sampled from.
         with_entropy: also return the per-token entropy of the (temperature-scaled) distribution.
+        entropy_grad: let gradient flow through that entropy (an entropy bonus in the loss).
 
     Returns:
-        ``(logps, entropy)``: ``(N, T)`` float32 log-probs and ``(N, T)`` float32 entropy without gradient
-        (``None`` unless ``with_entropy``).
+        ``(logps, entropy)``: ``(N, T)`` float32 log-probs and ``(N, T)`` float32 entropy, without gradient
+        unless ``entropy_grad`` (``None`` unless ``with_entropy``).
     """
     if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
         raise ValueError(
@@ -198,7 +205,7 @@ def completion_logprobs(
         if temperature != 1.0:
             logits = logits.float() / temperature
         if with_entropy:
-            logps, entropy = selective_log_softmax_and_entropy(logits, labels[rows])
+            logps, entropy = selective_log_softmax_and_entropy(logits, labels[rows], entropy_grad)
             logps_parts.append(logps)
             entropy_parts.append(entropy)
         else:
@@ -218,6 +225,7 @@ def grouped_completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     logits_chunk: int | None = None,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Same result as :func:`completion_logprobs`, computing each shared prompt once per group.
 
@@ -235,7 +243,7 @@ def grouped_completion_logprobs(
         prompt_length: ``P``.
         group_size: ``G``; rows ``g·G … g·G+G−1`` must share their prompt block.
         temperature: sampling temperature (logits are divided by it).
-        with_entropy: also return the per-token entropy (no gradient).
+        with_entropy: also return the per-token entropy (no gradient unless ``entropy_grad``).
         logits_chunk: apply the LM head to this many completion columns at a time, recomputing each
             chunk's logits in the backward instead of keeping them: peak memory holds ``(n, chunk, V)``
             logits instead of ``(n, T, V)`` and their gradient, for one more LM-head pass. ``None``: all
@@ -267,11 +275,11 @@ def grouped_completion_logprobs(
             input_ids=completion[:, :-1], attention_mask=attention_mask[:, :-1],
             position_ids=position_ids[:, prompt_length:-1], past_key_values=cache, use_cache=True,
         ).last_hidden_state
-        parts = [_tempered_scores(first, completion[:, :1], temperature, with_entropy)]
+        parts = [_tempered_scores(first, completion[:, :1], temperature, with_entropy, entropy_grad)]
         for start in range(0, hidden.shape[1], logits_chunk):
             cols = slice(start, start + logits_chunk)
             parts.append(checkpoint(_head_scores, head, hidden[:, cols], completion[:, 1:][:, cols], temperature,
-                                    with_entropy, use_reentrant=False))
+                                    with_entropy, entropy_grad, use_reentrant=False))
         logps = torch.cat([p[0] for p in parts], dim=1)
         entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
         return logps, entropy
@@ -284,7 +292,7 @@ def grouped_completion_logprobs(
     ).logits
     # The two logit blocks are scored apart and only their (n, T) results joined: concatenating the
     # logits would copy the whole (n, T, V) tensor (and its gradient) once more.
-    parts = [_tempered_scores(block, completion[:, cols], temperature, with_entropy)
+    parts = [_tempered_scores(block, completion[:, cols], temperature, with_entropy, entropy_grad)
              for block, cols in ((first, slice(0, 1)), (rest, slice(1, None))) if block.shape[1]]
     logps = torch.cat([p[0] for p in parts], dim=1)
     entropy = torch.cat([p[1] for p in parts], dim=1) if with_entropy else None
@@ -302,16 +310,18 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def _head_scores(head: nn.Module, hidden: Tensor, labels: Tensor, temperature: float, with_entropy: bool):
+def _head_scores(head: nn.Module, hidden: Tensor, labels: Tensor, temperature: float, with_entropy: bool,
+                 entropy_grad: bool = False):
     """Log-probs (and entropy) of one chunk of hidden states through the LM head; run under
     ``checkpoint`` so its logits are freed after the forward and rebuilt in the backward."""
-    return _tempered_scores(head(hidden), labels, temperature, with_entropy)
+    return _tempered_scores(head(hidden), labels, temperature, with_entropy, entropy_grad)
 
 
-def _tempered_scores(logits: Tensor, labels: Tensor, temperature: float, with_entropy: bool):
+def _tempered_scores(logits: Tensor, labels: Tensor, temperature: float, with_entropy: bool,
+                     entropy_grad: bool = False):
     """``(log-probs of labels, entropy or None)`` of one block of logits at ``temperature``."""
     if temperature != 1.0:
         logits = logits.float() / temperature
     if with_entropy:
-        return selective_log_softmax_and_entropy(logits, labels)
+        return selective_log_softmax_and_entropy(logits, labels, entropy_grad)
     return selective_log_softmax(logits, labels), None

@@ -1,6 +1,7 @@
 """Clipped policy-gradient loss with a KL penalty to the reference policy, and its aggregation.
 
-Per valid completion token ``t`` of row ``i`` (``ratio = exp(logp - old_logp)``, advantage ``A``)::
+Per valid completion token ``t`` of row ``i`` (``ratio = exp(logp - old_logp)``, or with
+``importance_sampling_level: sequence`` the row's geometric-mean ratio; advantage ``A``)::
 
     surrogate = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
     loss_t    = surrogate + beta * KL_t          (KL_t from ``kl_estimator``, 0 when beta == 0)
@@ -19,12 +20,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "PolicyLossConfig", "PolicyLossOutput", "kl_estimate", "kl_k3", "loss_normalizer", "masked_mean", "policy_loss",
-    "zero_variance_groups",
+    "PolicyLossConfig", "PolicyLossOutput", "high_entropy_mask", "kl_estimate", "kl_k3", "loss_normalizer",
+    "loss_token_mask", "masked_mean", "policy_loss", "zero_variance_groups",
 ]
 
 KLEstimator = Literal["k3", "low_var_kl", "k1"]
 LossType = Literal["token_mean", "seq_mean", "dr_grpo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
+ImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 # Bound on log(ref/pi) before exp in low_var_kl: leaves every value of the [-10, 10]-clamped k3 unchanged
 # (|log-ratio| > 20 gives k3 > 10 either way) but keeps exp finite, so the clamp's zero gradient never
@@ -56,12 +59,45 @@ class PolicyLossConfig:
             give no gradient signal and are left out of the loss (``frac_reward_zero_std`` counts them
             either way).
         zero_std_tol: Tolerance of ``zero_std_filter`` on the population std of a group's rewards.
+        mask_truncated_completions: Leave completions that hit ``max_completion_length`` without an EOS
+            out of the loss (and out of its normaliser), as if they had not been sampled (TRL's name; DAPO,
+            Yu et al. 2025): their reward judges a reasoning that was cut off. They still count in their
+            group's advantage statistics. See also the ``rerec.rl.overlong.OverlongPenalty`` reward.
         importance_sampling_correction: When the rollout engine reports its own sampling log-probs (the
             vLLM engine does), weight each token's loss by ``min(π_old(t) / π_engine(t), cap)``, the
             truncated importance ratio between the trainer's and the engine's probability of the sampled
             token (TRL's ``vllm_importance_sampling_correction``): two implementations of the same weights
             never give exactly the same probabilities. Ignored with an engine that reports none (HF).
         importance_sampling_cap: The truncation ``cap`` of those weights (>= 1).
+        importance_sampling_mode: How those weights are formed (TRL's ``vllm_importance_sampling_mode``,
+            see :mod:`~rerec.rl.importance_sampling`): ``token_truncate`` (the weights above),
+            ``token_mask`` (a token whose ratio is above ``cap`` gets weight 0 instead), and
+            ``sequence_truncate`` / ``sequence_mask`` (every token of a completion weighted by the
+            completion's ratio, the product of its token ratios, capped or zeroed above ``cap``). The
+            ``*_mask`` modes log ``is_ratio/masked_frac``, the share of loss tokens dropped.
+        importance_sampling_level: What the clipped ratio is taken of (TRL's and verl's name;
+            ``sequence`` is GSPO, Zheng et al. 2025). ``"token"``: each token's own ratio
+            ``π(t) / π_old(t)``. ``"sequence"``: one ratio per completion, the length-normalised geometric
+            mean of its token ratios ``s = exp(mean_t log(π(t) / π_old(t)))`` over its loss tokens, clipped
+            per sequence and shared by all of its tokens (the gradient reaches each token as ``s / |y|``).
+            The per-token losses are then aggregated by ``loss_type`` (``seq_mean`` gives GSPO's objective
+            exactly; ``token_mean`` weighs sequences by length). GSPO clips far tighter than token-level
+            GRPO (the paper uses ``epsilon`` 3e-4 and ``epsilon_high`` 4e-4). The ratio only moves off
+            policy (``num_iterations`` > 1 or several mini-batches); on-policy it is 1 at either level,
+            but the gradient per token is then ``1 / |y|`` of the token level's.
+        entropy_coef: Weight of an entropy bonus: ``loss −= entropy_coef · agg(H)``, with ``H_t`` the
+            entropy of the policy's (temperature-scaled) next-token distribution at each loss token and
+            ``agg`` the same ``loss_type`` aggregation as the surrogate (verl's ``entropy_coeff``; with
+            ``token_mean`` it is TRL's ``entropy_coef``, the mean per-token entropy). Keeps the policy from
+            collapsing onto near-deterministic answers. The entropy is then differentiated, which keeps
+            each micro-batch's softmax for the backward (more memory). ``0`` = off.
+        top_entropy_quantile: ρ of *Beyond the 80/20 Rule* (Wang et al. 2025; TRL's name): the
+            surrogate is kept only on the tokens whose entropy is at or above the ``1 − ρ`` quantile
+            (linear interpolation) of the entropies of **their own completion's** loss tokens (TRL takes
+            the quantile over all tokens of a forward batch; per completion, the mask does not depend on
+            how the batch is cut into micro-batches). The other tokens still count in the ``loss_type``
+            normaliser and keep their KL term and entropy bonus. ``1.0`` keeps every token (off); ``0.0``
+            keeps each completion's highest-entropy token; the paper uses 0.2.
     """
 
     epsilon: float = 0.2
@@ -72,8 +108,13 @@ class PolicyLossConfig:
     max_completion_length: int | None = None
     zero_std_filter: bool = False
     zero_std_tol: float = 1e-6
+    mask_truncated_completions: bool = False
     importance_sampling_correction: bool = True
     importance_sampling_cap: float = 2.0
+    importance_sampling_mode: ImportanceSamplingMode = "token_truncate"
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    entropy_coef: float = 0.0
+    top_entropy_quantile: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
@@ -92,6 +133,21 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.zero_std_tol must be >= 0, got {self.zero_std_tol}")
         if not self.importance_sampling_cap >= 1.0:
             raise ValueError(f"PolicyLossConfig.importance_sampling_cap must be >= 1, got {self.importance_sampling_cap}")
+        if self.importance_sampling_mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+            raise ValueError(f"PolicyLossConfig.importance_sampling_mode={self.importance_sampling_mode!r}: use "
+                             "token_truncate, token_mask, sequence_truncate or sequence_mask")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError(f"PolicyLossConfig.importance_sampling_level={self.importance_sampling_level!r}: "
+                             "use token or sequence")
+        if not self.entropy_coef >= 0.0:
+            raise ValueError(f"PolicyLossConfig.entropy_coef must be >= 0, got {self.entropy_coef}")
+        if not 0.0 <= self.top_entropy_quantile <= 1.0:
+            raise ValueError(f"PolicyLossConfig.top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
+
+    @property
+    def needs_entropy(self) -> bool:
+        """Whether :func:`policy_loss` reads the per-token entropy (entropy bonus or top-entropy mask)."""
+        return self.entropy_coef > 0 or self.top_entropy_quantile < 1.0
 
     @property
     def clip_high(self) -> float:
@@ -141,6 +197,38 @@ def zero_variance_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e
     if not bool(torch.isfinite(values).all()):
         raise ValueError("zero_variance_groups: rewards contain NaN or inf")
     return values.reshape(-1, group_size).std(dim=1, correction=0) <= tol
+
+
+def high_entropy_mask(entropy: Tensor, mask: Tensor, top_quantile: float) -> Tensor:
+    """``(N, T)`` bool: the loss tokens of each row whose entropy is at or above the ``1 − top_quantile``
+    quantile (linear interpolation) of that row's loss-token entropies; all of ``mask`` when
+    ``top_quantile`` is 1."""
+    mask = mask.bool()
+    if top_quantile >= 1.0:
+        return mask
+    values = torch.where(mask, entropy.detach().float(), torch.full((), float("nan"), device=entropy.device))
+    threshold = torch.nanquantile(values, 1.0 - top_quantile, dim=-1, keepdim=True)  # NaN on empty rows
+    return mask & (entropy.detach().float() >= threshold)
+
+
+def loss_token_mask(completion_mask: Tensor, truncated: Tensor, zero_groups: Tensor, group_size: int,
+                    cfg: PolicyLossConfig) -> Tensor:
+    """``(N, T)`` the tokens that enter the loss: the completion tokens, less the groups of
+    ``zero_groups`` with ``zero_std_filter`` and the ``truncated`` rows with ``mask_truncated_completions``.
+
+    Args:
+        completion_mask: ``(N, T)`` real completion tokens.
+        truncated: ``(N,)`` rows that hit the budget without an EOS.
+        zero_groups: ``(N // group_size,)`` zero-variance groups (:func:`zero_variance_groups`).
+        group_size: G.
+        cfg: the loss settings.
+    """
+    mask = completion_mask.bool()
+    if cfg.zero_std_filter:
+        mask = mask & ~zero_groups.to(mask.device).repeat_interleave(group_size).unsqueeze(1)
+    if cfg.mask_truncated_completions:
+        mask = mask & ~truncated.to(mask.device).bool().unsqueeze(1)
+    return mask
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -236,6 +324,7 @@ def policy_loss(
     cfg: PolicyLossConfig | None = None,
     normalizer: float | None = None,
     is_weights: Tensor | None = None,
+    entropy: Tensor | None = None,
 ) -> PolicyLossOutput:
     """Clipped surrogate + ``beta`` * KL, aggregated over valid completion tokens.
 
@@ -252,8 +341,10 @@ def policy_loss(
         normalizer: denominator of the aggregation when these rows are one micro-batch of a larger
             mini-batch (:func:`loss_normalizer` of the mini-batch's mask); ``None``: these rows' own.
         is_weights: ``(N, T)`` importance weights of the tokens (constants; see
-            :func:`~rerec.rl.importance_sampling.truncated_importance_weights`): each token's loss,
+            :func:`~rerec.rl.importance_sampling.importance_weights`): each token's loss,
             surrogate and KL, is multiplied by its weight before aggregation. ``None``: all 1.
+        entropy: ``(N, T)`` per-token entropy of the policy; required when ``cfg.needs_entropy`` (with
+            gradient when ``cfg.entropy_coef > 0``).
 
     Returns:
         :class:`PolicyLossOutput` with the scalar loss and float metrics.
@@ -272,6 +363,8 @@ def policy_loss(
         raise ValueError(f"policy_loss: is_weights has shape {tuple(is_weights.shape)}, logps has {tuple(shape)}")
     if ref_logps is not None and ref_logps.shape != shape:
         raise ValueError(f"policy_loss: ref_logps has shape {tuple(ref_logps.shape)}, logps has {tuple(shape)}")
+    if cfg.needs_entropy and (entropy is None or entropy.shape != shape):
+        raise ValueError(f"policy_loss: entropy_coef / top_entropy_quantile need entropy of shape {tuple(shape)}")
     if cfg.beta > 0 and ref_logps is None:
         raise ValueError(f"policy_loss: beta={cfg.beta} > 0 needs ref_logps (or set beta=0)")
     if cfg.loss_type == "dr_grpo" and cfg.max_completion_length is not None and shape[1] > cfg.max_completion_length:
@@ -288,6 +381,10 @@ def policy_loss(
     adv = torch.where(mask, advantages.detach().float(), zero)
     # Mask the log-ratio before exp: padding becomes ratio 1, never inf.
     log_ratio = torch.where(mask, logps - old_logps.detach().float(), zero)
+    if cfg.importance_sampling_level == "sequence":
+        # GSPO: the mean log-ratio of each row's loss tokens, i.e. the log of the geometric mean ratio.
+        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+        log_ratio = torch.where(mask, seq_log_ratio.expand(shape), zero)
     ratio = torch.exp(log_ratio)
     low, high = 1.0 - cfg.epsilon, 1.0 + cfg.clip_high
     clipped = torch.clamp(ratio, low, high)
@@ -295,11 +392,16 @@ def policy_loss(
     weights = None if is_weights is None else torch.where(mask, is_weights.detach().float(), zero)
     if weights is not None:
         surrogate = surrogate * weights
-    surrogate = torch.where(mask, surrogate, zero)
+    kept = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile) if entropy is not None else mask
+    surrogate = torch.where(kept, surrogate, zero)
 
     pg_loss = _aggregate(surrogate, mask, cfg, normalizer)
     loss = pg_loss
     per_token = surrogate
+    if cfg.entropy_coef > 0:
+        ent = torch.where(mask, entropy.float(), zero)
+        loss = loss - cfg.entropy_coef * _aggregate(ent, mask, cfg, normalizer)
+        per_token = per_token - cfg.entropy_coef * ent
     kl_mean = zero
     if ref_logps is not None:
         # Zero both sides on padding so the estimate there is exactly 0 whatever the inputs hold.
@@ -312,8 +414,8 @@ def policy_loss(
             kl = kl * weights
         if cfg.beta > 0:
             # The aggregations are linear, so agg(surrogate + beta*kl) = agg(surrogate) + beta*agg(kl).
-            loss = pg_loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)
-            per_token = surrogate + cfg.beta * kl
+            loss = loss + cfg.beta * _aggregate(kl, mask, cfg, normalizer)
+            per_token = per_token + cfg.beta * kl
 
     with torch.no_grad():
         is_low = mask & (adv < 0) & (ratio < low)
@@ -331,4 +433,6 @@ def policy_loss(
             "ratio/min": float(valid_ratio.min()) if n_valid else 1.0,
             "ratio/max": float(valid_ratio.max()) if n_valid else 1.0,
         }
+        if cfg.top_entropy_quantile < 1.0:
+            metrics["top_entropy/kept_frac"] = float(masked_mean(kept.float(), mask))
     return PolicyLossOutput(loss=loss, metrics=metrics, per_token_loss=per_token.detach())

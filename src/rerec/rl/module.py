@@ -32,13 +32,15 @@ from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvanta
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
 from rerec.rl.completion_rows import completion_rows
 from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
+from rerec.rl.dynamic_sampling import DynamicSampler, DynamicSamplingConfig
 from rerec.rl.engines import HFGenerateEngine, RolloutEngine
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
-from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
+from rerec.rl.loss import PolicyLossConfig, loss_token_mask, zero_variance_groups
 from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
+from rerec.rl.reward_aggregation import MULTI_OBJECTIVE_AGGREGATIONS, MultiObjectiveAggregation, aggregate_rewards
 from rerec.rl.reward_components import RewardComponent, default_reward_components
 from rerec.rl.rewards import RecReward, RewardConfig, ScoredRollouts
 from rerec.rl.rng_state import capture_rng_state, restore_rng_state
@@ -108,7 +110,17 @@ class ReRecPolicy(L.LightningModule):
         graph: Where the graph rewards get their data (LightGCN embeddings, relation weights).
         advantage: Advantage estimator: ``GRPOAdvantage``, ``RLOOAdvantage``, ``ReinforcePPAdvantage``
             (``rerec.rl.advantages``) or ``rerec.rl.raae.RAAEAdvantage``, with its own options.
+        multi_objective_aggregation: How the reward components become the reward the advantage
+            estimator normalises (TRL's name). ``sum_then_normalize``: their weighted sum (GRPO).
+            ``normalize_then_sum``: each component normalised within its group of G first, then the
+            weighted sum (GDPO, Liu et al. 2026; with the estimator's ``scale_rewards: batch`` it is GDPO
+            as published). RAAE's token penalties apply to that reward as to the plain sum. The logged
+            ``reward`` stays the raw weighted sum. See :mod:`rerec.rl.reward_aggregation`.
         loss: Clipped surrogate, KL, loss aggregation and the zero-std group filter.
+        dynamic_sampling: DAPO's dynamic sampling (``enabled``, ``max_num_gen_batches``): update only on
+            groups whose rewards vary, drawing more batches of prompts from the curriculum until B of
+            them are found; steps that only generate make no optimizer step (``max_steps`` counts
+            updates). Logged as ``train/dynamic_sampling/*``. See :mod:`rerec.rl.dynamic_sampling`.
         optim: AdamW settings.
         num_iterations: μ, passes over each rollout batch (1 = purely on-policy: old log-probs are the
             current ones and their extra forward is skipped).
@@ -161,7 +173,9 @@ class ReRecPolicy(L.LightningModule):
         reward_funcs: list[RewardComponent] | None = None,
         graph: GraphRewardConfig = GraphRewardConfig(),
         advantage: AdvantageEstimator = lazy_instance(GRPOAdvantage),
+        multi_objective_aggregation: MultiObjectiveAggregation = "sum_then_normalize",
         loss: PolicyLossConfig = PolicyLossConfig(),
+        dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig(),
         optim: OptimConfig = OptimConfig(),
         num_iterations: int = 1,
         mini_batch_size: int | None = None,
@@ -192,7 +206,14 @@ class ReRecPolicy(L.LightningModule):
         self.reward_funcs = list(reward_funcs) if reward_funcs is not None else default_reward_components()
         self.graph_config = graph
         self.advantage = advantage
+        if multi_objective_aggregation not in MULTI_OBJECTIVE_AGGREGATIONS:
+            raise ValueError(f"multi_objective_aggregation must be one of {MULTI_OBJECTIVE_AGGREGATIONS}, "
+                             f"got {multi_objective_aggregation!r}")
+        self.multi_objective_aggregation = multi_objective_aggregation
         self.loss_config = loss
+        self.dynamic_sampling = dynamic_sampling
+        self.dynamic_sampler: DynamicSampler | None = None
+        self._pending = {"generate": 0.0, "score": 0.0, "reward": 0.0}  # generation-only steps' time
         self.optim = optim
         self.split = BatchSplit(num_iterations, mini_batch_size, micro_batch_size)
         if logits_chunk_size is not None and logits_chunk_size < 1:
@@ -251,6 +272,9 @@ class ReRecPolicy(L.LightningModule):
         unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
         self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
                                            self.logits_chunk_size)
+        if self.dynamic_sampling.enabled:
+            self.dynamic_sampler = DynamicSampler(self.dynamic_sampling, G, self.tokenizer.pad_token_id,
+                                                  self._min_over_ranks)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,
@@ -285,44 +309,59 @@ class ReRecPolicy(L.LightningModule):
             ) from error
         t1 = time.perf_counter()
 
-        scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device)
+        scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device,
+                             completion_lengths=ro.completion_mask.sum(1),
+                             max_completion_length=self.generation.max_completion_length)
         self._check_rewards(scored, batch, ro.texts)
         t_reward = time.perf_counter() - t1
         old_logps, ref_logps = self._old_and_ref_logps(ro)
+        weights = {c.name: c.weight for c in self.reward.components}
+        rewards = aggregate_rewards(scored.total, scored.components, weights, G, self.multi_objective_aggregation)
         adv = self.advantage(AdvantageInputs(
-            rewards=scored.total, group_size=G, completion_ids=ro.completion_ids,
+            rewards=rewards, group_size=G, completion_ids=ro.completion_ids,
             completion_mask=ro.completion_mask, completion_texts=ro.texts, recommended_titles=scored.parsed,
             wrong_titles=scored.wrong_titles, tokenizer=self.tokenizer,
             per_token_kl=self._per_token_kl(ro, old_logps, ref_logps),
         ))
         zero_groups = zero_variance_groups(scored.total, G, self.loss_config.zero_std_tol)
-        loss_mask = ro.completion_mask
-        if self.loss_config.zero_std_filter:
-            loss_mask = loss_mask & ~zero_groups.repeat_interleave(G).unsqueeze(1).to(loss_mask.device)
+        loss_mask = loss_token_mask(ro.completion_mask, ro.truncated, zero_groups, G, self.loss_config)
         t2 = time.perf_counter()
+        group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
+        group_stats = {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1),
+                                                   group_std)}
+        update_batch = UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs)
+        sampling: dict[str, float] = {}
+        if self.dynamic_sampler is not None:
+            offered = self.dynamic_sampler.offer(update_batch, ~zero_groups, len(batch))
+            if offered is None:  # too few informative groups yet: generate another batch first
+                for part, seconds in (("generate", t1 - t0), ("score", t2 - t1), ("reward", t_reward)):
+                    self._pending[part] += seconds
+                self._step_rng = capture_rng_state()
+                return group_stats
+            update_batch, sampling = offered
 
         self.guard.step = self.stats.rl_steps + 1
         update = update_policy(
-            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs),
+            self.policy, update_batch,
             self.logprobs, self.loss_config, self.split, self.manual_backward,
             zero_grad=lambda: self.optimizers().zero_grad(set_to_none=True), optimizer_step=self._optimizer_step,
             guard=self.guard,
         )
         t3 = time.perf_counter()
 
-        group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
         metrics = self._step_metrics(ro, scored, group_std, zero_groups, (t0, t1, t2, t3), t_reward)
-        metrics.update({**adv.metrics, **update, "rollout_tokens": ro.num_completion_tokens})
+        metrics.update({**adv.metrics, **update, **sampling, "rollout_tokens": ro.num_completion_tokens})
         metrics = reduce_metrics(metrics)  # every rank's rollouts, not rank 0's shard (no-op on one process)
         tokens = int(metrics.pop("rollout_tokens"))
-        self.stats.record_step({"generate": t1 - t0, "score": t2 - t1, "reward": t_reward, "update": t3 - t2},
-                               tokens, metrics)
+        pending, self._pending = self._pending, dict.fromkeys(self._pending, 0.0)
+        self.stats.record_step({"generate": t1 - t0 + pending["generate"], "score": t2 - t1 + pending["score"],
+                                "reward": t_reward + pending["reward"], "update": t3 - t2}, tokens, metrics)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         every = self.log_completions_every_n_steps
         if every and (self.stats.rl_steps == 1 or self.stats.rl_steps % every == 0):
             self._log_completions(batch, ro.texts, scored.total, scored)
         self._step_rng = capture_rng_state()
-        return {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1), group_std)}
+        return group_stats
 
     def _check_rewards(self, scored: ScoredRollouts, batch: list[RecTask], texts: list[str]) -> None:
         """Stop with an error naming the component, the query and the completion when a reward is NaN or
@@ -340,6 +379,12 @@ class ReRecPolicy(L.LightningModule):
                 f"{batch[i // G].query_id!r} (rollout {i % G}, completion {texts[i][:120]!r}); {len(rows)} "
                 f"non-finite values in this batch, queries {queries[:5]}: fix the component"
             )
+
+    def _min_over_ranks(self, value: int) -> int:
+        """The smallest ``value`` of all ranks (dynamic sampling: every rank updates on as many groups)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return value
+        return int(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op="min"))
 
     def _any_rank(self, decision: bool) -> bool:
         """Whether ``decision`` holds on any rank (all ranks skip the same optimizer steps)."""

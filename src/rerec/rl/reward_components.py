@@ -56,6 +56,9 @@ class AnswerBatch:
             graph scorer call).
         as_asked: Whether each answer was written in the format the prompt asked for (``None``: every
             parsed answer was, as with ``reward.answer_reading: strict``).
+        completion_lengths: (N,) generated tokens of each completion (EOS included) and
+        max_completion_length: the budget they were generated under, when the caller scores rollouts
+            (training does; reading for evaluation does not): for length-based components.
     """
 
     texts: Sequence[str]
@@ -68,6 +71,8 @@ class AnswerBatch:
     device: torch.device | str = "cpu"
     cache: dict[str, Any] = field(default_factory=dict)
     as_asked: list[bool] | None = None
+    completion_lengths: Tensor | None = None
+    max_completion_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.as_asked is None:

@@ -175,9 +175,14 @@ class RecReward:
         """Candidate task: the top answer is none of the prompt's candidates."""
         return self.max_titles == 1 and bool(task.candidate_ids) and ids[0] not in task.candidate_ids
 
-    def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu") -> ScoredRollouts:
-        """Read ``texts[i]`` as an answer to ``tasks[i]`` and score it; returns :class:`ScoredRollouts`."""
+    def __call__(self, texts: Sequence[str], tasks: Sequence[RecTask], device: torch.device | str = "cpu", *,
+                 completion_lengths: torch.Tensor | None = None,
+                 max_completion_length: int | None = None) -> ScoredRollouts:
+        """Read ``texts[i]`` as an answer to ``tasks[i]`` and score it; returns :class:`ScoredRollouts`.
+        ``completion_lengths`` (tokens per completion) and ``max_completion_length`` (their budget) reach
+        the components through :class:`AnswerBatch` (length-based components need them)."""
         batch = self.read(texts, tasks, device)
+        batch.completion_lengths, batch.max_completion_length = completion_lengths, max_completion_length
         components: dict[str, torch.Tensor] = {}
         total = torch.zeros(len(batch), dtype=torch.float32, device=device)
         for i, component in enumerate(self.components):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rerec.rl.importance_sampling import ImportanceStats, truncated_importance_weights
+from rerec.rl.importance_sampling import ImportanceStats, importance_weights
 from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
 from rerec.rl.rollout import Rollouts
@@ -97,16 +97,18 @@ class CompletionLogProbs:
         self.temperature = temperature
         self.logits_chunk = logits_chunk
 
-    def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False):
-        """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``."""
+    def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False,
+             entropy_grad: bool = False):
+        """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``; the
+        entropy is differentiable with ``entropy_grad``."""
         if self.unit > 1:
             return grouped_completion_logprobs(
                 model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
-                self.temperature, with_entropy, self.logits_chunk,
+                self.temperature, with_entropy, self.logits_chunk, entropy_grad,
             )
         return completion_logprobs(
             model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, None, self.temperature,
-            with_entropy,
+            with_entropy, entropy_grad,
         )
 
     @torch.no_grad()
@@ -191,6 +193,7 @@ class _Metrics:
     averaged over mini-batches; token statistics weighted by valid tokens; ratio extremes."""
 
     _TOKEN_MEANS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "ratio/mean")
+    _OPTIONAL_TOKEN_MEANS = ("top_entropy/kept_frac",)  # logged only when the loss reports them
 
     def __init__(self) -> None:
         self.loss_sums: dict[str, float] = {"loss": 0.0, "policy_loss": 0.0}
@@ -208,11 +211,14 @@ class _Metrics:
             self.loss_sums[k] += out.metrics[k]
         for k in self._TOKEN_MEANS:
             self.token_sums[k] += out.metrics[k] * loss_tokens
+        for k in self._OPTIONAL_TOKEN_MEANS:
+            if k in out.metrics:
+                self.token_sums[k] = self.token_sums.get(k, 0.0) + out.metrics[k] * loss_tokens
         self.tokens += loss_tokens
         if loss_tokens:
             self.ratio_min = min(self.ratio_min, out.metrics["ratio/min"])
             self.ratio_max = max(self.ratio_max, out.metrics["ratio/max"])
-        self.entropy_sum += float(entropy[valid].sum())
+        self.entropy_sum += float(entropy.detach()[valid].sum())
         self.entropy_tokens += int(valid.sum())
 
     def result(self) -> dict[str, float]:
@@ -241,8 +247,9 @@ def update_policy(
     guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """Run the update of one rollout batch; returns its metrics (``loss``, ``policy_loss``, ``kl``, clip
-    ratios, ``ratio/*``, ``entropy``, ``grad_norm`` before clipping, ``train/skipped_steps``, and with the
-    importance-sampling correction ``is_ratio/mean``, ``/max``, ``/clipped_frac``).
+    ratios, ``ratio/*``, ``entropy``, ``grad_norm`` before clipping, ``train/skipped_steps``, with the
+    importance-sampling correction ``is_ratio/mean``, ``/max``, ``/clipped_frac``, and with
+    ``top_entropy_quantile`` < 1 ``top_entropy/kept_frac``, the share of loss tokens the surrogate kept).
 
     ``backward(loss)`` accumulates gradients (Lightning's ``manual_backward``); ``optimizer_step()``
     clips, steps the optimizer and the scheduler. With a ``guard``, a mini-batch whose loss or gradient
@@ -259,6 +266,7 @@ def update_policy(
     with_is = batch.engine_logps is not None and loss_config.importance_sampling_correction
     cap = loss_config.importance_sampling_cap
     metrics = _Metrics()
+    metrics.importance.masking = loss_config.importance_sampling_mode.endswith("mask")
     for _ in range(split.num_iterations):
         shuffle = split.num_iterations > 1 or mini < n_units
         order = torch.randperm(n_units) if shuffle else torch.arange(n_units)
@@ -270,16 +278,19 @@ def update_policy(
             loss_sum = torch.zeros((), device=batch.advantages.device)
             for m in range(0, len(rows_mini), micro * unit):
                 rows = rows_mini[m : m + micro * unit]
-                logps, entropy = logprobs.rows(policy, ro, rows, with_entropy=True)
+                logps, entropy = logprobs.rows(policy, ro, rows, with_entropy=True,
+                                               entropy_grad=loss_config.entropy_coef > 0)
                 mask = batch.loss_mask[rows]
                 old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
                 weights = None
                 if with_is:
-                    weights, raw = truncated_importance_weights(old, batch.engine_logps[rows], mask, cap)
+                    weights, raw = importance_weights(old, batch.engine_logps[rows], mask, cap,
+                                                      loss_config.importance_sampling_mode)
                     metrics.importance.add(raw, mask, cap)
                 out = policy_loss(
                     logps, old, batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None,
                     loss_config, normalizer=normalizer, is_weights=weights,
+                    entropy=entropy if loss_config.needs_entropy else None,
                 )
                 backward(out.loss)
                 loss_sum = loss_sum + out.loss.detach()

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, AdvantageOutput, normalize_groups
+from rerec.rl.advantages import (
+    AdvantageEstimator,
+    AdvantageInputs,
+    AdvantageOutput,
+    ScaleRewards,
+    normalize_groups,
+    scale_mode,
+)
 from rerec.rl.raae.kg_verify import FactChecker
 from rerec.rl.raae.segments import SEGMENT_MODES, find_title_mentions, overlapping, split_segments
 from rerec.rl.raae.token_spans import TokenSpanError, TokenSpanMapper, TokenSpans
@@ -58,7 +65,9 @@ class RAAEAdvantage(AdvantageEstimator):
     Args:
         w_penalty: Penalty weight ``w`` in [0, 1] for segments mentioning a wrong title (paper: 0.3).
         segment_by: ``"line"``, ``"paragraph"`` (blank-line separated) or ``"sentence"``.
-        scale_rewards: Divide by the group's token std (see 4.); False keeps ``r_{i,t} − mean``.
+        scale_rewards: Divide by the group's token std (see 4.; ``true`` or ``group``); ``batch``: by the
+            std of every valid token reward of the batch around its mean (TRL's ``scale_rewards``
+            name); ``false`` or ``none`` keeps ``r_{i,t} − mean``.
         eps: Added to the std.
         penalty_floor: Smallest reward magnitude the penalty is computed from (see 3.); 0 gives the
             paper's rule exactly, with no penalty at ``r = 0``.
@@ -78,7 +87,7 @@ class RAAEAdvantage(AdvantageEstimator):
         self,
         w_penalty: float = 0.3,
         segment_by: Literal["line", "paragraph", "sentence"] = "line",
-        scale_rewards: bool = True,
+        scale_rewards: bool | ScaleRewards = True,
         eps: float = 1e-4,
         penalty_floor: float = 1e-3,
         kg_verify: bool = False,
@@ -95,6 +104,7 @@ class RAAEAdvantage(AdvantageEstimator):
             raise ValueError(f"need eps > 0 and penalty_floor >= 0, got eps={eps}, penalty_floor={penalty_floor}")
         if baseline not in ("tokens", "rollouts"):
             raise ValueError(f"baseline must be 'tokens' or 'rollouts', got {baseline!r}")
+        scale_mode(scale_rewards)  # rejects an unknown name here, not at the first step
         self.baseline = baseline
         self.w_penalty = w_penalty
         self.segment_by = segment_by

@@ -16,7 +16,7 @@ import torch
 from rerec.data.tasks import RecTask
 from rerec.eval.report import EvalRecord, aggregate, sampled_summary
 from rerec.progress import progress
-from rerec.rl.engines import RolloutEngine
+from rerec.rl.engines import RolloutEngine, engine_context
 from rerec.rl.rewards import RecReward
 from rerec.rl.rollout import GenerationConfig
 
@@ -79,8 +79,9 @@ class Evaluator:
         task's records contiguous.
         """
         n = samples or 1
-        ro = self.engine.generate([self.prompt_ids[t.query_id] for t in tasks], self.config, num_generations=n,
-                                  greedy=not samples)
+        with engine_context(self.engine):
+            ro = self.engine.generate([self.prompt_ids[t.query_id] for t in tasks], self.config,
+                                      num_generations=n, greedy=not samples)
         rows = [t for t in tasks for _ in range(n)]
         read = self.reward.read(ro.texts, rows)
         return [

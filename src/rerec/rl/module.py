@@ -32,7 +32,7 @@ from rerec.rl.advantages import AdvantageEstimator, AdvantageInputs, GRPOAdvanta
 from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, drop_frozen_policy_state
 from rerec.rl.completion_rows import completion_rows
 from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
-from rerec.rl.engines import HFGenerateEngine, RolloutEngine
+from rerec.rl.engines import HFGenerateEngine, RolloutEngine, engine_context
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
@@ -46,6 +46,7 @@ from rerec.rl.rollout import GenerationConfig, Rollouts
 from rerec.rl.run_report import RunReport, log_completions_table
 from rerec.rl.run_stats import RunStats
 from rerec.rl.tiny_model import TinyModelConfig
+from rerec.rl.torch_context import default_dtype
 from rerec.rl.update import (
     BatchSplit,
     CompletionLogProbs,
@@ -140,6 +141,11 @@ class ReRecPolicy(L.LightningModule):
             an error. A checkpoint is never written with non-finite weights, and a non-finite reward
             stops the run naming the component and the query.
 
+    Precision (``trainer.precision``): the trainable weights, their gradients and AdamW's states stay
+    float32 under every setting; ``bf16-true`` / ``16-true`` cast only the frozen weights (the base of
+    LoRA/QLoRA, a kept reference), so with full fine-tuning they save no weight memory (use
+    ``bf16-mixed`` there). The rewards, advantages and loss are computed in float32 either way.
+
     Reliability (docs/reliability.md): SIGTERM or SIGINT finishes the current step, writes a resumable
     checkpoint (``last.ckpt``) and ``summary.json`` marked ``interrupted``, and exits with 143 / 130; a
     second signal exits at once. Checkpoints carry the random states, so a run resumed with
@@ -229,9 +235,16 @@ class ReRecPolicy(L.LightningModule):
         self._data = data
 
     def configure_model(self) -> None:
-        """Build tokenizer, policy (+ warm start), engine, reward and evaluator once, after data setup."""
+        """Build tokenizer, policy (+ warm start), engine, reward and evaluator once, after data setup.
+
+        Built in the default dtype float32 whatever the precision (``bf16-true`` makes it bf16 here): the
+        policy takes the dtypes its :class:`ModelConfig` asks for, and Lightning casts it afterwards."""
         if self.policy is not None:
             return
+        with default_dtype(torch.float32):
+            self._build()
+
+    def _build(self) -> None:
         data = self.data
         built = build_policy(self.model_config, self.tiny, self.warm_start_config, data)
         self.policy, self.tokenizer, self.prompt_ids = built.policy, built.tokenizer, built.prompt_ids
@@ -245,7 +258,8 @@ class ReRecPolicy(L.LightningModule):
             component.setup(data, scorer)
         self.reward = RecReward.for_data(self.reward_config, data, self.reward_funcs)
         self.advantage.setup(data)
-        self.engine.setup(self.policy, self.tokenizer)
+        with engine_context(self.engine):
+            self.engine.setup(self.policy, self.tokenizer)
         G = self.generation.num_generations
         # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
         unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
@@ -258,6 +272,21 @@ class ReRecPolicy(L.LightningModule):
         )
 
     # ================================================================== optimisation
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Follow device moves, but keep trainable float32 weights (and their gradients) in float32 when
+        the module is cast to bf16/fp16: ``precision: bf16-true`` casts the whole module before the
+        optimizer is built, and a bf16 LoRA weight of |a| ~ 0.01 has a spacing of 6e-5, so AdamW steps
+        of ~lr = 2e-5 round to no change. Frozen weights (the base, the reference) are cast."""
+        keep = {id(t) for p in self.parameters() if p.requires_grad for t in (p, p.grad) if t is not None}
+
+        def cast(tensor: torch.Tensor) -> torch.Tensor:
+            moved = fn(tensor)
+            if id(tensor) in keep and tensor.dtype == torch.float32 and moved.dtype in (torch.bfloat16, torch.float16):
+                return tensor.to(moved.device)
+            return moved
+
+        return super()._apply(cast, recurse)
+
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=self.optim.betas)
@@ -270,12 +299,19 @@ class ReRecPolicy(L.LightningModule):
         return batch
 
     def training_step(self, batch: list[RecTask], batch_idx: int) -> dict[str, GroupStats]:
+        # bf16-true makes bf16 the default dtype of the step: rewards, advantages and loss sums made
+        # without a dtype would be bf16 (3 significant digits). The policy's own dtypes are unaffected.
+        with default_dtype(torch.float32):
+            return self._rl_step(batch)
+
+    def _rl_step(self, batch: list[RecTask]) -> dict[str, GroupStats]:
         G = self.generation.num_generations
         if self._step_rng is not None:  # continue the stream of the previous step (or of the checkpoint)
             restore_rng_state(self._step_rng)
         t0 = time.perf_counter()
         try:
-            ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
+            with engine_context(self.engine):
+                ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
         except RuntimeError as error:  # e.g. "probability tensor contains either `inf`, `nan` or element < 0"
             if not re.search(r"\b(inf|nan)\b", str(error)):
                 raise

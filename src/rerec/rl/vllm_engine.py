@@ -35,6 +35,7 @@ import torch
 from rerec.rl.engines import RolloutEngine
 from rerec.rl.rng_state import capture_rng_state, restore_rng_state
 from rerec.rl.rollout import GenerationConfig, Rollouts, left_pad
+from rerec.rl.torch_context import neutral_context
 
 __all__ = ["VLLMEngine"]
 
@@ -95,7 +96,13 @@ class VLLMEngine(RolloutEngine):
         model_path: Folder or hub name vLLM loads the (base) model from; ``null``: the policy's own source,
             or, for a model built in-process (the tiny model), a copy saved in a temporary folder once.
         return_logprobs: Report the sampling log-probs (needed by the importance-sampling correction).
+
+    vLLM is started and called in :func:`~rerec.rl.torch_context.neutral_context` (the policy module does
+    so, and so does the engine itself for scripts): inside Lightning's ``with torch.device("cuda:0")`` its
+    pinned CPU buffers would be created on the GPU and the start-up fail.
     """
+
+    neutral_context = True
 
     def __init__(
         self,
@@ -166,7 +173,7 @@ class VLLMEngine(RolloutEngine):
         revision = getattr(base.config, "_commit_hash", None)  # the snapshot the trainer loaded
         if revision and not Path(source).is_dir():
             kwargs.update(revision=revision)
-        with _hidden_unscannable_modules():
+        with neutral_context(), _hidden_unscannable_modules():
             self.llm = LLM(
                 model=source, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
                 gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
@@ -208,11 +215,12 @@ class VLLMEngine(RolloutEngine):
     def refresh(self) -> None:
         """Wake vLLM if it sleeps and give it the policy's current weights if they moved (done by
         :meth:`generate`; public so that a benchmark can time it apart)."""
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
-        if self._stale:
-            self._push()
+        with neutral_context():
+            if self._asleep:
+                self.llm.wake_up()
+                self._asleep = False
+            if self._stale:
+                self._push()
 
     def _push(self) -> None:
         if self.is_lora:
@@ -261,13 +269,14 @@ class VLLMEngine(RolloutEngine):
             detokenize=False,
             seed=int(torch.randint(0, 2**31 - 1, ())),  # child sample i uses seed + i
         )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
-            lora_request=self._lora_request, use_tqdm=False,
-        )
-        if self.enable_sleep_mode:
-            self.llm.sleep(level=1)
-            self._asleep = True
+        with neutral_context():
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
+                lora_request=self._lora_request, use_tqdm=False,
+            )
+            if self.enable_sleep_mode:
+                self.llm.sleep(level=1)
+                self._asleep = True
         return self._rollouts(prompt_ids, outputs, g)
 
     def _rollouts(self, prompt_ids: Sequence[Sequence[int]], outputs: list[Any], g: int) -> Rollouts:

@@ -179,6 +179,23 @@ def test_lora_adapter_is_served_unmerged_and_refreshed_under_a_new_id(tokenizer,
         engine.close()
 
 
+def test_a_4bit_qlora_policy_is_served_from_its_nf4_values_and_its_adapter(tokenizer, prompts) -> None:
+    """vLLM 0.32 has no bitsandbytes: ``quantization: auto`` must not ask for it, and the engine serves the
+    trainer's NF4 values (dequantized) with the unmerged adapter: the same greedy tokens and log-probs."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    from test_vllm_setup import qlora_policy
+
+    policy, _ = qlora_policy(compute_dtype="float32")  # the trainer's matmuls in float32, as vLLM's here
+    engine = VLLMEngine(dtype="float32", enforce_eager=True, max_model_len=256, cpu_kvcache_space_gib=1)
+    assert engine._quantization(policy.get_base_model()) in (None, *QUANTIZATION_METHODS)
+    engine.setup(policy, tokenizer)
+    try:
+        _check_against_the_trainer(policy, engine, tokenizer, prompts)
+    finally:
+        engine.close()
+
+
 def test_short_fit_and_predict_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> None:
     import json
 

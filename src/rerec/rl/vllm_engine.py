@@ -74,6 +74,42 @@ def _hidden_unscannable_modules() -> Iterator[None]:
         sys.modules.update(hidden)
 
 
+def _save_dequantized(base: torch.nn.Module, path: Path) -> None:
+    """Save a bitsandbytes 4-bit model as a plain checkpoint: each 4-bit weight dequantized (its NF4
+    values, in the compute dtype), LoRA weights left out, peft's ``.base_layer.`` dropped, no
+    ``quantization_config`` (vLLM 0.28+ cannot load bitsandbytes checkpoints)."""
+    import copy
+
+    import bitsandbytes as bnb
+    from safetensors.torch import save_file
+
+    saved = set(base.state_dict())  # parameters and persistent buffers (and the 4-bit states, skipped)
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in base.named_modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            key = f"{prefix}.{name}" if prefix else name
+            if "lora_" in key or key not in saved:
+                continue
+            if isinstance(module, bnb.nn.Linear4bit) and name == "weight":
+                tensor = bnb.functional.dequantize_4bit(tensor.data, tensor.quant_state)
+            state[key.replace(".base_layer.", ".")] = tensor.detach().to("cpu").contiguous().clone()
+    config = copy.deepcopy(base.config)
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+def vllm_quantization_methods() -> list[str]:
+    """The ``quantization`` values the installed vLLM accepts."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    return list(QUANTIZATION_METHODS)
+
+
 class VLLMEngine(RolloutEngine):
     """vLLM rollout engine (colocated; install the ``vllm`` extra, see the README).
 
@@ -87,14 +123,22 @@ class VLLMEngine(RolloutEngine):
         enforce_eager: Run vLLM without CUDA graphs (slower decoding, faster start, less memory).
         dtype: Weight and activation dtype of vLLM (``auto``: the model config's; the tiny model is float32).
         seed: vLLM's own seed (per-request sampling seeds are drawn from torch's generator).
-        quantization: vLLM's quantization of the base weights; ``auto``: ``bitsandbytes`` when the policy's
-            base is 4-bit (QLoRA: vLLM quantizes the same weights to the same NF4 values), none otherwise.
+        quantization: vLLM's quantization of the base weights. ``auto``: ``bitsandbytes`` for a 4-bit
+            (QLoRA) policy when the installed vLLM still has it (vLLM <= 0.27), else none. vLLM 0.28+
+            removed bitsandbytes, so with the pinned vLLM 0.32 a QLoRA policy's base is served
+            dequantized: vLLM loads the trainer's NF4 values, saved once in ``dtype`` (about 2 bytes per
+            weight: 5.8 GiB for 3B, in memory and in the temporary folder) and the adapter unmerged, so
+            it samples from the weights the trainer scores. ``fp8_per_channel`` (Ada/Hopper GPUs) or
+            ``int8_per_channel_weight_only`` quantize that copy again, online, to about half (not
+            exercised by the CPU tests). A method the installed vLLM lacks is refused at start, with
+            the list of those it has.
         max_lora_rank: Largest LoRA rank vLLM reserves for; ``null``: the policy adapter's rank.
         max_num_seqs: Sequences vLLM decodes at once; ``null``: vLLM's default.
         cpu_kvcache_space_gib: KV cache of vLLM's CPU backend in GiB (``VLLM_CPU_KVCACHE_SPACE``); ignored
             on GPU.
         model_path: Folder or hub name vLLM loads the (base) model from; ``null``: the policy's own source,
-            or, for a model built in-process (the tiny model), a copy saved in a temporary folder once.
+            or, for a model built in-process (the tiny model) or a 4-bit base, a copy saved in a
+            temporary folder once (a 4-bit base dequantized).
         return_logprobs: Report the sampling log-probs (needed by the importance-sampling correction).
 
     vLLM is started and called in :func:`~rerec.rl.torch_context.neutral_context` (the policy module does
@@ -112,7 +156,7 @@ class VLLMEngine(RolloutEngine):
         enforce_eager: bool = False,
         dtype: str = "auto",
         seed: int = 0,
-        quantization: Literal["auto", "bitsandbytes", "none"] = "auto",
+        quantization: Literal["auto", "none", "bitsandbytes", "fp8_per_channel", "int8_per_channel_weight_only"] = "auto",
         max_lora_rank: int | None = None,
         max_num_seqs: int | None = None,
         cpu_kvcache_space_gib: int = 1,
@@ -147,7 +191,6 @@ class VLLMEngine(RolloutEngine):
         base = policy.get_base_model() if self.is_lora else policy
         self._tmp = Path(tempfile.mkdtemp(prefix="rerec-vllm-"))
         weakref.finalize(self, shutil.rmtree, str(self._tmp), True)  # also at exit, if close() is never called
-        source = self._model_source(base)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine core runs in this process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gib))
         rng = capture_rng_state()  # importing and starting vLLM reseeds the global generators
@@ -168,6 +211,7 @@ class VLLMEngine(RolloutEngine):
         quantization = self._quantization(base)
         if quantization is not None:
             kwargs.update(quantization=quantization)
+        source = self._model_source(base, quantization)
         if self.max_num_seqs is not None:
             kwargs.update(max_num_seqs=self.max_num_seqs)
         revision = getattr(base.config, "_commit_hash", None)  # the snapshot the trainer loaded
@@ -185,27 +229,46 @@ class VLLMEngine(RolloutEngine):
         self._stale = True  # full: the in-process weights (warm start) may differ from the source's
         log.info("vLLM engine ready (%s, %s)", source, "LoRA adapter" if self.is_lora else "full weights")
 
-    def _model_source(self, base: torch.nn.Module) -> str:
-        """Where vLLM loads the base from: ``model_path``, the policy's hub name or folder, or, for a model
-        built in-process (the tiny model: no source to load from), a copy saved once."""
+    def _model_source(self, base: torch.nn.Module, quantization: str | None) -> str:
+        """Where vLLM loads the base from: ``model_path``; for a 4-bit base served unquantized, a copy of its
+        dequantized weights saved once; else the policy's hub name or folder, or, for a model built
+        in-process (the tiny model: no source to load from), a copy saved once."""
+        from rerec.rl.policy_loading import is_4bit
+
         if self.model_path:
             return self.model_path
+        path = self._tmp / "base"
+        if is_4bit(base) and quantization is None:
+            _save_dequantized(base, path)  # the trainer's NF4 values, not the source's full-precision ones
+            return str(path)
         name = str(getattr(base.config, "_name_or_path", "") or "")
         if name and name != "tiny":
             return name
-        path = self._tmp / "base"
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
         base.save_pretrained(path, state_dict=state, safe_serialization=True)
         return str(path)
 
     def _quantization(self, base: torch.nn.Module) -> str | None:
+        """The ``quantization`` vLLM is started with (``None``: its ``dtype``); never one it lacks."""
         if self.quantization == "none":
             return None
-        if self.quantization == "bitsandbytes":
-            return "bitsandbytes"
+        available = vllm_quantization_methods()
+        if self.quantization != "auto":
+            if self.quantization not in available:
+                raise ValueError(
+                    f"VLLMEngine: quantization {self.quantization!r} is not in this vLLM's methods "
+                    f"({', '.join(available)}); set quantization: auto or none"
+                )
+            return self.quantization
         from rerec.rl.policy_loading import is_4bit
 
-        return "bitsandbytes" if is_4bit(base) else None
+        if not is_4bit(base):
+            return None
+        if "bitsandbytes" in available:
+            return "bitsandbytes"
+        log.info("the policy's base is 4-bit and this vLLM has no bitsandbytes quantization (removed in "
+                 "vLLM 0.28): vLLM serves the base's dequantized NF4 values in dtype %s", self.dtype)
+        return None
 
     # ------------------------------------------------------------------ weights
     def sync(self, policy: torch.nn.Module) -> None:

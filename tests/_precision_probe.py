@@ -69,3 +69,6 @@ class ContextRecordingEngine(HFGenerateEngine):
                  num_generations: int | None = None, greedy: bool = False) -> Rollouts:
         SEEN.setdefault("generate", []).append(torch_context())
         return super().generate(prompt_ids, config, num_generations, greedy)
+
+    def sleep(self) -> None:
+        SEEN.setdefault("sleep", []).append(torch_context())

@@ -51,3 +51,4 @@ def test_an_engine_with_its_own_model_runs_outside_lightnings_contexts(tmp_path:
     # the held-out evaluations before and after RL and the rollouts of the step
     assert len(probe.SEEN["generate"]) >= 3
     assert all(seen == neutral for seen in probe.SEEN["generate"]), probe.SEEN["generate"]
+    assert probe.SEEN["sleep"] == [neutral]  # once per step, before the update (evaluations keep it awake)

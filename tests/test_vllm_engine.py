@@ -139,6 +139,18 @@ def test_sampling_seed_comes_from_the_torch_generator(full, tokenizer, prompts) 
     assert not torch.equal(a, c)
 
 
+def test_identical_prompts_of_one_call_get_independent_groups(full, tokenizer, prompts) -> None:
+    """One seed per prompt: with one seed for the call, child i of every prompt used the same noise, so
+    the two groups of the same prompt were token for token identical."""
+    _, engine = full
+    torch.manual_seed(0)
+    ro = engine.generate([prompts[0], prompts[0]], CONFIG)
+    G = CONFIG.num_generations
+    first, second = ro.completion_ids[:G], ro.completion_ids[G:]
+    assert not torch.equal(first, second)
+    assert len({tuple(r.tolist()) for r in ro.completion_ids}) > G  # not just a reordering
+
+
 def test_engine_follows_optimizer_steps_after_sync(full, tokenizer, prompts) -> None:
     policy, engine = full
     before = engine.generate(prompts, CONFIG, greedy=True).completion_ids.clone()

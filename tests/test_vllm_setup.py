@@ -1,17 +1,21 @@
-"""What the vLLM engine decides before vLLM starts, tested without vLLM: which ``quantization`` it asks
-for (never one the installed vLLM lacks: vLLM 0.28+ has no bitsandbytes) and the plain checkpoint it
-writes for a 4-bit base (its dequantized NF4 values, so vLLM samples from the weights the trainer scores).
+"""What the vLLM engine asks of vLLM, tested without vLLM: which ``quantization`` (never one the installed
+vLLM lacks: vLLM 0.28+ has no bitsandbytes), the plain checkpoint it writes for a 4-bit base (its
+dequantized NF4 values, so vLLM samples from the weights the trainer scores), one sampling seed per
+prompt, sleep only when the policy module says so, and the held-out evaluation in one call.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
 
 from _tiny_hf import tiny_qwen2, tiny_tokenizer
 from rerec.rl import vllm_engine
+from rerec.rl.rollout import GenerationConfig
 from rerec.rl.policy_loading import LoraConfigSpec, ModelConfig, QuantConfigSpec, is_4bit, prepare_policy
 from rerec.rl.vllm_engine import VLLMEngine, _save_dequantized
 
@@ -75,3 +79,98 @@ def test_a_4bit_base_is_saved_as_a_plain_checkpoint_of_its_nf4_values(qlora, tmp
     with torch.no_grad():
         adapted = policy(input_ids=ids).logits
     assert (adapted - expected).abs().max() > 1e-3  # the adapter is not in the saved base
+
+
+# ---------------------------------------------------------------------------------------------------
+# generate / sleep against a stand-in for vLLM's LLM (records what it is asked)
+
+
+class _FakeLLM:
+    """Answers every request with n completions of two tokens; counts sleeps and wake-ups."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, object]] = []
+        self.sleeps = self.wakes = 0
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=False):
+        self.calls.append((len(prompts), params))
+        per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        step = {7: SimpleNamespace(logprob=-0.5)}
+        return [SimpleNamespace(outputs=[SimpleNamespace(index=i, token_ids=[7, 7], logprobs=[step, step],
+                                                         finish_reason="stop") for i in range(p.n)])
+                for p in per_prompt]
+
+    def sleep(self, level: int) -> None:
+        self.sleeps += 1
+
+    def wake_up(self) -> None:
+        self.wakes += 1
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """``vllm.SamplingParams`` and ``vllm.inputs.TokensPrompt`` as plain records (no vLLM needed)."""
+    vllm = ModuleType("vllm")
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    inputs = ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+
+
+def _fake_engine(**kwargs) -> VLLMEngine:
+    tok = tiny_tokenizer()
+    engine = VLLMEngine(**kwargs)
+    engine.policy, engine.tokenizer, engine.llm, engine.is_lora = tiny_qwen2(len(tok)), tok, _FakeLLM(), False
+    return engine
+
+
+CONFIG = GenerationConfig(num_generations=3, max_completion_length=4)
+
+
+def test_every_prompt_of_a_call_gets_its_own_seeds_drawn_from_torch(fake_vllm) -> None:
+    engine = _fake_engine()
+    torch.manual_seed(5)
+    engine.generate([[5, 6], [5, 6], [9]], CONFIG)
+    _, params = engine.llm.calls[-1]
+    assert isinstance(params, list) and len(params) == 3  # one SamplingParams for all prompts made
+    seeds = [p.seed for p in params]                       # child i of every prompt share its noise
+    children = {s + i for s in seeds for i in range(CONFIG.num_generations)}  # vLLM: child i gets seed + i
+    assert len(children) == 3 * CONFIG.num_generations
+    torch.manual_seed(5)
+    engine.generate([[5, 6], [5, 6], [9]], CONFIG)
+    assert [p.seed for p in engine.llm.calls[-1][1]] == seeds  # reproducible from torch's seed
+    unseeded = _fake_engine(per_prompt_seeds=False)
+    unseeded.generate([[5, 6]], CONFIG)
+    assert not hasattr(unseeded.llm.calls[-1][1], "seed")
+
+
+def test_vllm_sleeps_only_when_told_not_after_every_generate(fake_vllm) -> None:
+    engine = _fake_engine(enable_sleep_mode=True)
+    engine._stale = False
+    for _ in range(3):  # e.g. three evaluation batches
+        engine.generate([[5, 6]], CONFIG, greedy=True)
+    assert (engine.llm.sleeps, engine.llm.wakes) == (0, 0)  # was a sleep/wake cycle per call
+    engine.sleep()
+    engine.sleep()
+    assert engine.llm.sleeps == 1
+    engine.generate([[5, 6]], CONFIG)
+    assert engine.llm.wakes == 1
+    awake = _fake_engine(enable_sleep_mode=False)
+    awake.sleep()
+    assert awake.llm.sleeps == 0
+
+
+def test_held_out_evaluation_gives_vllm_all_its_queries_in_one_call(fake_vllm) -> None:
+    from rerec.rl.evaluation import Evaluator
+
+    engine = _fake_engine()
+    engine._stale = False
+    tasks = [SimpleNamespace(query_id=f"q{i}", query_type="explicit", answer_ids=(1,), candidate_ids=(1, 2),
+                             query=SimpleNamespace(conditions=())) for i in range(64)]
+    reward = SimpleNamespace(read=lambda texts, rows: SimpleNamespace(
+        parsed=[None] * len(texts), predicted_ids=[[]] * len(texts), match_kinds=[[]] * len(texts)))
+    evaluator = Evaluator(engine, reward, {t.query_id: [5, 6] for t in tasks}, CONFIG, None, 32, 1, {}, 0,
+                          device=lambda: torch.device("cpu"))
+    records = evaluator.records(tasks)
+    assert len(records) == 64 and [n for n, _ in engine.llm.calls] == [64]  # was two calls of 32

@@ -41,6 +41,9 @@ class RolloutEngine(ABC):
 
     #: Set up and call this engine in :func:`~rerec.rl.torch_context.neutral_context`.
     neutral_context: bool = False
+    #: The engine schedules any number of prompts itself (vLLM): the held-out evaluation gives it all
+    #: its queries in one call instead of chunks of ``eval_batch_size`` generated rows.
+    batches_itself: bool = False
 
     def setup(self, policy: torch.nn.Module, tokenizer: Any) -> None:
         """Called once, when the policy and its tokenizer are built (before any generation)."""
@@ -60,6 +63,10 @@ class RolloutEngine(ABC):
 
     def sync(self, policy: torch.nn.Module) -> None:
         """Called after every optimizer step: make the next generation use ``policy``'s current weights."""
+
+    def sleep(self) -> None:
+        """Called before every policy update: an engine that holds accelerator memory of its own may
+        release it until its next :meth:`generate`."""
 
 
 class HFGenerateEngine(RolloutEngine):

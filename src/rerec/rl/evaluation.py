@@ -41,7 +41,7 @@ class Evaluator:
         prompt_ids: Query id → prompt token ids.
         generation: Rollout sampling settings (the sampled evaluation uses them).
         max_new_tokens: Completion budget of evaluation; ``None``: the rollout budget.
-        batch_size: Generated rows per engine call.
+        batch_size: Generated rows per engine call (ignored by an engine that ``batches_itself``).
         k: Cut-off of the per-type metrics.
         attributes: Item facts, for the condition-satisfaction metric.
         seed: Seed of the sampled evaluation's own random stream.
@@ -95,8 +95,12 @@ class Evaluator:
         ]
 
     def records(self, tasks: list[RecTask], samples: int = 0) -> list[EvalRecord]:
-        """:meth:`generate_answers` over ``tasks`` in chunks of ``batch_size`` generated rows."""
-        step = max(1, self.batch_size // max(samples, 1))
+        """:meth:`generate_answers` over ``tasks`` in chunks of ``batch_size`` generated rows (all at once
+        for an engine that schedules its own batches)."""
+        if getattr(self.engine, "batches_itself", False):
+            step = max(len(tasks), 1)
+        else:
+            step = max(1, self.batch_size // max(samples, 1))
         out: list[EvalRecord] = []
         desc = f"held-out answers ({samples} sampled each)" if samples else "held-out answers (greedy)"
         for start in progress(range(0, len(tasks), step), desc=desc, unit="batch"):

@@ -319,6 +319,8 @@ class ReRecPolicy(L.LightningModule):
                 f"RL step {self.stats.rl_steps + 1}: sampling the rollouts failed ({error}): the policy's outputs "
                 "are not finite although its weights are; the last optimizer steps made it diverge: lower optim.lr"
             ) from error
+        with engine_context(self.engine):
+            self.engine.sleep()  # e.g. vLLM frees its KV cache and offloads its weights for the update
         t1 = time.perf_counter()
 
         scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device)

@@ -118,8 +118,11 @@ class VLLMEngine(RolloutEngine):
             rest is left to the policy, its optimizer and activations (TRL's ``vllm_gpu_memory_utilization``).
         max_model_len: Longest prompt + completion vLLM must hold; ``null``: the model's maximum. Set it to
             your longest prompt plus ``max_completion_length``: a smaller value leaves more KV cache.
-        enable_sleep_mode: Offload vLLM's weights and free its KV cache while the policy is updated, and
-            bring them back before the next generation (GPU only).
+        enable_sleep_mode: Offload vLLM's weights to CPU memory and free its KV cache while the policy is
+            updated (the policy module calls :meth:`sleep` before each update), and bring them back at the
+            next generation (GPU only). Evaluation does not put vLLM to sleep. Costs two copies of vLLM's
+            weights per step and pinned host memory of their size; needed where vLLM and the update do
+            not fit side by side (a 24 GB card), not where they do (docs/rollout-engines.md).
         enforce_eager: Run vLLM without CUDA graphs (slower decoding, faster start, less memory).
         dtype: Weight and activation dtype of vLLM (``auto``: the model config's; the tiny model is float32).
         seed: vLLM's own seed (per-request sampling seeds are drawn from torch's generator).
@@ -133,13 +136,23 @@ class VLLMEngine(RolloutEngine):
             exercised by the CPU tests). A method the installed vLLM lacks is refused at start, with
             the list of those it has.
         max_lora_rank: Largest LoRA rank vLLM reserves for; ``null``: the policy adapter's rank.
-        max_num_seqs: Sequences vLLM decodes at once; ``null``: vLLM's default.
+        max_num_seqs: Sequences vLLM decodes at once; ``null``: vLLM's default (a serving default: 1024
+            on large GPUs, 256 elsewhere; it sizes vLLM's profile run and CUDA graphs). Set it to about
+            the rollouts of a step (B·G).
+        max_num_batched_tokens: Tokens vLLM schedules per forward (prefill chunks included); ``null``:
+            vLLM's default (16,384 or 8,192). A smaller value lowers the activation peak vLLM reserves
+            at start (TRL uses 4,096).
         cpu_kvcache_space_gib: KV cache of vLLM's CPU backend in GiB (``VLLM_CPU_KVCACHE_SPACE``); ignored
             on GPU.
         model_path: Folder or hub name vLLM loads the (base) model from; ``null``: the policy's own source,
             or, for a model built in-process (the tiny model) or a 4-bit base, a copy saved in a
             temporary folder once (a 4-bit base dequantized).
         return_logprobs: Report the sampling log-probs (needed by the importance-sampling correction).
+        per_prompt_seeds: Give every prompt of a call its own sampling seed, drawn from torch's generator
+            (a resumed run on the same hardware draws the same seeds). vLLM then samples each request
+            with its own generator, one small kernel per request and token (its own comment: "can be
+            slow"); ``false``: no request seeds, vLLM's batched sampler and its own global seed (TRL's
+            way), and rollouts no longer follow torch's seed.
 
     vLLM is started and called in :func:`~rerec.rl.torch_context.neutral_context` (the policy module does
     so, and so does the engine itself for scripts): inside Lightning's ``with torch.device("cuda:0")`` its
@@ -147,6 +160,7 @@ class VLLMEngine(RolloutEngine):
     """
 
     neutral_context = True
+    batches_itself = True
 
     def __init__(
         self,
@@ -159,9 +173,11 @@ class VLLMEngine(RolloutEngine):
         quantization: Literal["auto", "none", "bitsandbytes", "fp8_per_channel", "int8_per_channel_weight_only"] = "auto",
         max_lora_rank: int | None = None,
         max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
         cpu_kvcache_space_gib: int = 1,
         model_path: str | None = None,
         return_logprobs: bool = True,
+        per_prompt_seeds: bool = True,
     ) -> None:
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ValueError(f"VLLMEngine: gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -174,6 +190,8 @@ class VLLMEngine(RolloutEngine):
         self.quantization = quantization
         self.max_lora_rank = max_lora_rank
         self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.per_prompt_seeds = per_prompt_seeds
         self.cpu_kvcache_space_gib = cpu_kvcache_space_gib
         self.model_path = model_path
         self.return_logprobs = return_logprobs
@@ -214,6 +232,8 @@ class VLLMEngine(RolloutEngine):
         source = self._model_source(base, quantization)
         if self.max_num_seqs is not None:
             kwargs.update(max_num_seqs=self.max_num_seqs)
+        if self.max_num_batched_tokens is not None:
+            kwargs.update(max_num_batched_tokens=self.max_num_batched_tokens)
         revision = getattr(base.config, "_commit_hash", None)  # the snapshot the trainer loaded
         if revision and not Path(source).is_dir():
             kwargs.update(revision=revision)
@@ -321,7 +341,7 @@ class VLLMEngine(RolloutEngine):
         g = num_generations or (1 if greedy else config.num_generations)
         eos = self.tokenizer.eos_token_id
         stop = [eos] if isinstance(eos, int) else list(eos)
-        params = SamplingParams(
+        common = dict(
             n=g,
             temperature=0.0 if greedy else config.temperature,
             top_p=1.0 if greedy else config.top_p,
@@ -330,17 +350,30 @@ class VLLMEngine(RolloutEngine):
             logprobs=0 if self.return_logprobs else None,
             stop_token_ids=stop,
             detokenize=False,
-            seed=int(torch.randint(0, 2**31 - 1, ())),  # child sample i uses seed + i
         )
+        # One draw from torch's generator per call (a resumed run draws the same). Prompt b gets seed
+        # base + b·g and vLLM gives its child i seed + i: every sample of the call has its own noise
+        # stream (one seed for all prompts made child i of every prompt share one; identical prompts
+        # gave identical groups).
+        base = int(torch.randint(0, 2**31 - 1 - len(prompt_ids) * g, ()))
+        if self.per_prompt_seeds:
+            params: Any = [SamplingParams(**common, seed=base + b * g) for b in range(len(prompt_ids))]
+        else:
+            params = SamplingParams(**common)
         with neutral_context():
             outputs = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
                 lora_request=self._lora_request, use_tqdm=False,
             )
-            if self.enable_sleep_mode:
-                self.llm.sleep(level=1)
-                self._asleep = True
         return self._rollouts(prompt_ids, outputs, g)
+
+    def sleep(self) -> None:
+        """With ``enable_sleep_mode``: offload vLLM's weights and free its KV cache until the next
+        :meth:`generate` (the policy module calls this before each update)."""
+        if self.enable_sleep_mode and self.llm is not None and not self._asleep:
+            with neutral_context():
+                self.llm.sleep(level=1)
+            self._asleep = True
 
     def _rollouts(self, prompt_ids: Sequence[Sequence[int]], outputs: list[Any], g: int) -> Rollouts:
         """Rows grouped per prompt, prompts left-padded, completions right-padded (``Rollouts``)."""

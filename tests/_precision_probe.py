@@ -72,3 +72,10 @@ class ContextRecordingEngine(HFGenerateEngine):
 
     def sleep(self) -> None:
         SEEN.setdefault("sleep", []).append(torch_context())
+
+
+class LayoutRecorder(Callback):
+    """Records how the update computes log-probs (``CompletionLogProbs``'s unit and packing)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        SEEN["logprobs"] = (pl_module.logprobs.unit, pl_module.logprobs.packed)

@@ -23,7 +23,8 @@ pytest.importorskip("bitsandbytes")
 LENGTH_REWARD = '--model.init_args.reward_funcs=[{"class_path": "_user_plugins.AnswerLengthPenalty", "init_args": {"per_char": 0.1}}]'
 QLORA = [LENGTH_REWARD, "--model.init_args.model.mode=qlora", "--model.init_args.model.reference=auto",
          "--model.init_args.model.lora.dropout=0.0", "--model.init_args.eval_samples=0",
-         "--model.init_args.graph.inline_lightgcn_epochs=0"]
+         "--model.init_args.graph.inline_lightgcn_epochs=0",
+         "--model.init_args.model.gradient_checkpointing=true"]  # the recipe's layout: prompts packed per group
 
 
 def _fit(tmp_path: Path, precision: str, *extra: str) -> None:
@@ -36,7 +37,9 @@ def _fit(tmp_path: Path, precision: str, *extra: str) -> None:
 @pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
 def test_qlora_adapter_and_adam_states_stay_float32_and_move_at_the_recipe_lr(tmp_path: Path, precision: str) -> None:
     _fit(tmp_path, precision, *QLORA, "--model.init_args.optim.lr=2e-5", "--model.init_args.optim.warmup_steps=0",
-         "--model.init_args.max_grad_norm=0", "--trainer.callbacks+=_precision_probe.LoraStepRecorder")
+         "--model.init_args.max_grad_norm=0", "--trainer.callbacks+=_precision_probe.LoraStepRecorder",
+         "--trainer.callbacks+=_precision_probe.LayoutRecorder")
+    assert probe.SEEN["logprobs"] == (2, True)  # G = 2 rows per prompt forward, packed (checkpointing)
     assert probe.SEEN["trainable_dtypes"] == {"torch.float32"}
     assert probe.SEEN["adam_state_dtypes"] == {"torch.float32"}
     assert probe.SEEN["lora_a_moved"] > 0.99  # bf16 weights: ~0 (the update rounds away)

@@ -36,6 +36,7 @@ from rerec.rl.engines import HFGenerateEngine, RolloutEngine, engine_context
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, zero_variance_groups
+from rerec.rl.packed_logprobs import supports_packed_groups
 from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
@@ -75,6 +76,18 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 0
+
+
+def completion_logprobs_for(policy: torch.nn.Module, generation: GenerationConfig, split: BatchSplit,
+                            logits_chunk_size: int | None) -> CompletionLogProbs:
+    """How the update computes log-probs: each group's prompt once (G > 1) through the KV cache, or,
+    with gradient checkpointing (which turns the cache off), by packing the group into one sequence;
+    every row on its own only where neither works (checkpointing with flash attention)."""
+    G = generation.num_generations
+    checkpointed = bool(getattr(policy, "is_gradient_checkpointing", False))
+    packed = G > 1 and checkpointed and supports_packed_groups(policy)
+    unit = G if G > 1 and (packed or not checkpointed) else 1
+    return CompletionLogProbs(unit, split.micro_batch_size, generation.temperature, logits_chunk_size, packed)
 
 
 def resolve_reference(model: ModelConfig, needs_reference: bool) -> ModelConfig:
@@ -122,7 +135,8 @@ class ReRecPolicy(L.LightningModule):
             at once). With a large vocabulary and long completions the ``(rows, T, V)`` float32 logits of a
             micro-batch and their gradient are most of the update's peak memory; a chunk of e.g. 64 keeps
             ``(rows, 64, V)`` and recomputes each chunk's logits in the backward (one more LM-head pass).
-            Applies where each group's prompt is shared (no gradient checkpointing).
+            Applies where each group's prompt is shared: always with G > 1, except with gradient
+            checkpointing on a flash-attention model.
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
             rewards and what was read from them (always ``completions.jsonl`` in the run folder; also
@@ -260,11 +274,7 @@ class ReRecPolicy(L.LightningModule):
         self.advantage.setup(data)
         with engine_context(self.engine):
             self.engine.setup(self.policy, self.tokenizer)
-        G = self.generation.num_generations
-        # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
-        unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
-        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
-                                           self.logits_chunk_size)
+        self.logprobs = completion_logprobs_for(self.policy, self.generation, self.split, self.logits_chunk_size)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,

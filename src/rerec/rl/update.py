@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from rerec.rl.importance_sampling import ImportanceStats, truncated_importance_weights
 from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
+from rerec.rl.packed_logprobs import packed_completion_logprobs
 from rerec.rl.rollout import Rollouts
 
 __all__ = ["BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "update_policy"]
@@ -82,23 +83,31 @@ class CompletionLogProbs:
     """Completion log-probs of rollout rows under a model, in micro-batches of whole groups.
 
     Args:
-        group_size: Rows that share one prompt forward (G), or 1 when the model cannot share it (with
-            gradient checkpointing Hugging Face turns off the KV cache the shared forward needs).
+        group_size: Rows that share one prompt forward (G), or 1 when the model cannot share it.
         micro_batch_size: Rows per forward (rounded down to whole groups, at least one group).
         temperature: The sampling temperature (log-probs are of the tempered distribution).
-        logits_chunk: Completion columns per LM-head call in the shared-prompt path (``None``: all);
+        logits_chunk: Completion columns per LM-head call in the shared-prompt paths (``None``: all);
             see :func:`~rerec.rl.logprobs.grouped_completion_logprobs`.
+        packed: Share the prompt by packing each group into one sequence
+            (:func:`~rerec.rl.packed_logprobs.packed_completion_logprobs`) instead of through the KV
+            cache: what works with gradient checkpointing, which turns the cache off.
     """
 
     def __init__(self, group_size: int, micro_batch_size: int, temperature: float,
-                 logits_chunk: int | None = None) -> None:
+                 logits_chunk: int | None = None, packed: bool = False) -> None:
         self.unit = max(group_size, 1)
         self.micro_rows = max(micro_batch_size // self.unit, 1) * self.unit
         self.temperature = temperature
         self.logits_chunk = logits_chunk
+        self.packed = packed
 
     def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False):
         """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``."""
+        if self.unit > 1 and self.packed:
+            return packed_completion_logprobs(
+                model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
+                self.temperature, with_entropy, self.logits_chunk,
+            )
         if self.unit > 1:
             return grouped_completion_logprobs(
                 model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,

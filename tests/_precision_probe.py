@@ -79,3 +79,23 @@ class LayoutRecorder(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         SEEN["logprobs"] = (pl_module.logprobs.unit, pl_module.logprobs.packed)
+
+
+class TrainerLogProbsEngine(HFGenerateEngine):
+    """Reports as its sampling log-probs the trainer's own, dropout off: an engine that agrees with the
+    trainer exactly, so every importance weight must be 1."""
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 num_generations: int | None = None, greedy: bool = False) -> Rollouts:
+        from dataclasses import replace
+
+        from rerec.rl.update import CompletionLogProbs
+
+        ro = super().generate(prompt_ids, config, num_generations, greedy)
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            logps = CompletionLogProbs(1, 64, config.temperature).all(self.policy, ro)
+        finally:
+            self.policy.train(was_training)
+        return replace(ro, logprobs=logps)

@@ -55,3 +55,18 @@ def test_an_engine_with_its_own_model_runs_outside_lightnings_contexts(tmp_path:
     assert len(probe.SEEN["generate"]) >= 3
     assert all(seen == neutral for seen in probe.SEEN["generate"]), probe.SEEN["generate"]
     assert probe.SEEN["sleep"] == [neutral]  # once per step, before the update (evaluations keep it awake)
+
+
+def test_importance_weights_carry_no_lora_dropout_noise(tmp_path: Path) -> None:
+    """LoRA dropout 0.5 and an engine whose log-probs are the trainer's own (dropout off): the weights
+    must be 1. The on-policy old log-probs come from the training forward, dropout on; taken as the
+    weights' numerator they carried its noise (step 2, once LoRA-B is not zero)."""
+    import csv
+
+    _fit(tmp_path, "32-true", LENGTH_REWARD, "--model.init_args.model.mode=lora", "--model.init_args.model.reference=auto",
+         "--model.init_args.model.lora.dropout=0.5", "--model.init_args.optim.lr=0.05", "--model.init_args.eval_samples=0",
+         "--model.init_args.engine=_precision_probe.TrainerLogProbsEngine")
+    rows = [r for r in csv.DictReader(next((tmp_path / "runs").rglob("metrics.csv")).open()) if r.get("is_ratio/max")]
+    assert len(rows) == 2
+    for row in rows:
+        assert abs(float(row["is_ratio/max"]) - 1) < 1e-4 and abs(float(row["is_ratio/mean"]) - 1) < 1e-5, row

@@ -54,6 +54,7 @@ from rerec.rl.update import (
     NonFiniteGuard,
     NonFiniteTrainingError,
     UpdateBatch,
+    dropout_active,
     update_policy,
 )
 from rerec.rl.warm_start import WarmStartConfig
@@ -351,7 +352,8 @@ class ReRecPolicy(L.LightningModule):
 
         self.guard.step = self.stats.rl_steps + 1
         update = update_policy(
-            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs),
+            self.policy, UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs,
+                                     self._sampling_logps(ro, old_logps)),
             self.logprobs, self.loss_config, self.split, self.manual_backward,
             zero_grad=lambda: self.optimizers().zero_grad(set_to_none=True), optimizer_step=self._optimizer_step,
             guard=self.guard,
@@ -410,6 +412,18 @@ class ReRecPolicy(L.LightningModule):
             with reference_policy(self.policy) as model:
                 ref = self.logprobs.all(model, ro)
         return old, ref
+
+    def _sampling_logps(self, ro: Rollouts, old_logps: torch.Tensor | None) -> torch.Tensor | None:
+        """The importance weights' trainer log-probs, taken with dropout off, where the on-policy old
+        log-probs would come from the training forward with dropout on (LoRA dropout > 0); else ``None``."""
+        if not (self.loss_config.importance_sampling_correction and ro.logprobs is not None and old_logps is None
+                and dropout_active(self.policy)):
+            return None
+        self.policy.eval()
+        try:
+            return self.logprobs.all(self.policy, ro)
+        finally:
+            self.policy.train()
 
     def _per_token_kl(self, ro: Rollouts, old_logps, ref_logps) -> torch.Tensor | None:
         """``log π_old − log π_ref`` for estimators that put the KL into the reward (REINFORCE++)."""

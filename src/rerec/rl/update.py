@@ -24,7 +24,10 @@ from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, p
 from rerec.rl.packed_logprobs import packed_completion_logprobs
 from rerec.rl.rollout import Rollouts
 
-__all__ = ["BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "update_policy"]
+__all__ = [
+    "BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "dropout_active",
+    "update_policy",
+]
 
 log = logging.getLogger("rerec.rl")
 
@@ -69,6 +72,9 @@ class UpdateBatch:
         engine_logps: (N, T) the rollout engine's sampling log-probs; with the loss's
             ``importance_sampling_correction`` each token's loss is weighted by the truncated ratio of
             the old log-probs to these (:mod:`~rerec.rl.importance_sampling`). ``None``: no correction.
+        sampling_logps: (N, T) the trainer's log-probs of the sampled tokens with dropout off, the
+            numerator of that ratio instead of the old log-probs (which, on-policy, come from the
+            training forward, dropout on: its noise would enter the weights). ``None``: the old ones.
     """
 
     rollouts: Rollouts
@@ -77,6 +83,7 @@ class UpdateBatch:
     old_logps: Tensor | None = None
     ref_logps: Tensor | None = None
     engine_logps: Tensor | None = None
+    sampling_logps: Tensor | None = None
 
 
 class CompletionLogProbs:
@@ -188,6 +195,12 @@ class NonFiniteGuard:
         self.events = list(state.get("events", []))
 
 
+def dropout_active(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` now is random: a dropout module with p > 0 in training mode (LoRA's
+    ``lora_dropout`` among them)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
+
+
 def grad_norm(model: nn.Module) -> Tensor:
     """Global L2 norm of the gradients of ``model``'s parameters (float32; 0 without gradients)."""
     norms = [torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in model.parameters()
@@ -284,7 +297,8 @@ def update_policy(
                 old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
                 weights = None
                 if with_is:
-                    weights, raw = truncated_importance_weights(old, batch.engine_logps[rows], mask, cap)
+                    trainer = batch.sampling_logps[rows] if batch.sampling_logps is not None else old
+                    weights, raw = truncated_importance_weights(trainer, batch.engine_logps[rows], mask, cap)
                     metrics.importance.add(raw, mask, cap)
                 out = policy_loss(
                     logps, old, batch.advantages[rows], mask, batch.ref_logps[rows] if with_ref else None,

@@ -85,7 +85,8 @@ def completion_logprobs_for(policy: torch.nn.Module, generation: GenerationConfi
     with gradient checkpointing (which turns the cache off), by packing the group into one sequence;
     every row on its own only where neither works (checkpointing with flash attention)."""
     G = generation.num_generations
-    checkpointed = bool(getattr(policy, "is_gradient_checkpointing", False))
+    checkpointed = bool(getattr(policy, "is_activation_checkpointing", None)  # transformers >= 5.2x name
+                        or getattr(policy, "is_gradient_checkpointing", False))
     packed = G > 1 and checkpointed and supports_packed_groups(policy)
     unit = G if G > 1 and (packed or not checkpointed) else 1
     return CompletionLogProbs(unit, split.micro_batch_size, generation.temperature, logits_chunk_size, packed)

@@ -13,8 +13,9 @@ policy and keeps its weights current without a restart:
 Weights are pushed lazily, before the next generation, so several optimizer steps of one rollout batch
 (mini-batches, μ > 1) cost one push. The engine reports its sampling log-probs (``Rollouts.logprobs``,
 of the tempered distribution) for the trainer's importance-sampling correction
-(:class:`~rerec.rl.loss.PolicyLossConfig`'s ``importance_sampling_*``). Sampling seeds come from
-torch's global generator, so a run resumed from a checkpoint draws the same rollouts.
+(:class:`~rerec.rl.loss.PolicyLossConfig`'s ``importance_sampling_*``). Sampling seeds, one per
+prompt, come from torch's global generator, so a run resumed from a checkpoint draws the same seeds (on
+the CPU backend the same rollouts; GPU kernels are not deterministic).
 """
 
 from __future__ import annotations

@@ -75,6 +75,10 @@ def build_model(shape: str, dtype: torch.dtype, folder: Path, max_positions: int
     with torch.device("cpu"):
         model = Qwen2ForCausalLM(config).to(dtype)
     model.save_pretrained(folder)
+    # load_policy (mode qlora) reads a tokenizer with a chat template from the folder; the engines do not
+    from rerec.rl.tiny_model import build_tokenizer
+
+    build_tokenizer(["which film should I watch next", "a man stranded on an island"] * 20, 300).save_pretrained(folder)
     return folder
 
 

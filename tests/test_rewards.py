@@ -243,3 +243,17 @@ def test_pas_disabled_scorer_gives_zero_pas(matcher: TitleMatcher) -> None:
     out = reward(["\\boxed{Painted Mirror, The (1987)}"], [_task((1,))])
     torch.testing.assert_close(out.components["pas"], torch.tensor([0.0]))
     torch.testing.assert_close(out.total, torch.tensor([0.05 + 0.01 * 2 / 3]))
+
+
+def test_graph_scores_stay_float32_when_the_default_dtype_is_bf16(matcher: TitleMatcher, scorer: GraphRewardScorer) -> None:
+    # what precision="bf16-true" sets around a training step: the score sums were made in bf16, and
+    # adding the scorer's float32 output to them failed ("index_add_(): self (BFloat16) and source (Float)")
+    texts = ["\\boxed{Painted Mirror, The (1987)}", "no answer"]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        out = _reward(matcher, scorer)(texts, [_task((1,))] * len(texts))
+    finally:
+        torch.set_default_dtype(previous)
+    assert {out.components["qas"].dtype, out.components["pas"].dtype} == {torch.float32}
+    assert out.components["qas"].tolist() == pytest.approx([2 / 3, 0.0], abs=1e-7)  # bf16: 0.66796875

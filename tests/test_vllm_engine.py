@@ -4,9 +4,12 @@
   log-probs agree with the trainer's to 1e-4 — at start, after optimizer steps and a sync (one prompt
   longer than a KV block, so a stale prefix cache would show), and with a LoRA adapter;
 * the importance weights are 1 when nothing changed;
+* a 4-bit QLoRA policy is served from its NF4 values with its adapter (vLLM 0.32 has no bitsandbytes);
+* identical prompts of one call get independent groups (one seed per prompt);
 * a short ``fit`` of ``configs/tiny.yaml`` with the engine writes its summary, ``predict`` from its
-  checkpoint writes the predictions, and a run resumed from a
-  checkpoint repeats the uninterrupted one.
+  checkpoint writes the predictions, the recipe's QLoRA + ``bf16-true`` combination fits, and a run
+  resumed from a checkpoint repeats the uninterrupted one (on this CPU backend; not promised on a GPU,
+  whose kernels are not deterministic).
 
 vLLM changes its process on import (``torch.set_num_threads`` becomes a no-op, the global random
 generators are reseeded), so these tests live in their own module, run in their own virtual environment
@@ -139,6 +142,18 @@ def test_sampling_seed_comes_from_the_torch_generator(full, tokenizer, prompts) 
     assert not torch.equal(a, c)
 
 
+def test_identical_prompts_of_one_call_get_independent_groups(full, tokenizer, prompts) -> None:
+    """One seed per prompt: with one seed for the call, child i of every prompt used the same noise, so
+    the two groups of the same prompt were token for token identical."""
+    _, engine = full
+    torch.manual_seed(0)
+    ro = engine.generate([prompts[0], prompts[0]], CONFIG)
+    G = CONFIG.num_generations
+    first, second = ro.completion_ids[:G], ro.completion_ids[G:]
+    assert not torch.equal(first, second)
+    assert len({tuple(r.tolist()) for r in ro.completion_ids}) > G  # not just a reordering
+
+
 def test_engine_follows_optimizer_steps_after_sync(full, tokenizer, prompts) -> None:
     policy, engine = full
     before = engine.generate(prompts, CONFIG, greedy=True).completion_ids.clone()
@@ -179,6 +194,23 @@ def test_lora_adapter_is_served_unmerged_and_refreshed_under_a_new_id(tokenizer,
         engine.close()
 
 
+def test_a_4bit_qlora_policy_is_served_from_its_nf4_values_and_its_adapter(tokenizer, prompts) -> None:
+    """vLLM 0.32 has no bitsandbytes: ``quantization: auto`` must not ask for it, and the engine serves the
+    trainer's NF4 values (dequantized) with the unmerged adapter: the same greedy tokens and log-probs."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    from test_vllm_setup import qlora_policy
+
+    policy, _ = qlora_policy(compute_dtype="float32")  # the trainer's matmuls in float32, as vLLM's here
+    engine = VLLMEngine(dtype="float32", enforce_eager=True, max_model_len=256, cpu_kvcache_space_gib=1)
+    assert engine._quantization(policy.get_base_model()) in (None, *QUANTIZATION_METHODS)
+    engine.setup(policy, tokenizer)
+    try:
+        _check_against_the_trainer(policy, engine, tokenizer, prompts)
+    finally:
+        engine.close()
+
+
 def test_short_fit_and_predict_of_the_tiny_recipe_with_the_vllm_engine(tmp_path: Path) -> None:
     import json
 
@@ -204,6 +236,30 @@ def test_short_fit_and_predict_of_the_tiny_recipe_with_the_vllm_engine(tmp_path:
     main(["predict", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
     predictions = next((tmp_path / "runs").rglob("predictions.jsonl")).read_text().splitlines()
     assert len(predictions) == 6 and json.loads(predictions[0])["completion"] is not None
+
+
+def test_a_qlora_fit_in_bf16_true_with_the_vllm_engine(tmp_path: Path) -> None:
+    """The recipe's combination at the tiny shape: a 4-bit QLoRA policy with gradient checkpointing,
+    ``precision: bf16-true``, vLLM built in ``configure_model`` and called in the training step."""
+    import json
+
+    from _cli_args import fit_args
+    from rerec.cli import main
+
+    engine = {"class_path": "rerec.rl.vllm_engine.VLLMEngine",
+              "init_args": {"dtype": "float32", "enforce_eager": True, "max_model_len": 512}}
+    args = fit_args(
+        tmp_path, "--trainer.max_steps=2", "--trainer.precision=bf16-true", "--model.init_args.model.mode=qlora",
+        "--model.init_args.model.reference=auto", "--model.init_args.model.gradient_checkpointing=true",
+        "--model.init_args.graph.inline_lightgcn_epochs=0", "--model.init_args.eval_samples=0",
+        "--model.init_args.tiny.num_heads=1", "--model.init_args.tiny.num_kv_heads=1",  # head_dim 32
+        f"--model.init_args.engine={json.dumps(engine)}",
+    )
+    cli = main(["fit", *args])
+    summary = json.loads(next((tmp_path / "runs").rglob("summary.json")).read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert {str(p.dtype) for p in cli.model.policy.parameters() if p.requires_grad} == {"torch.float32"}
+    assert cli.model.logprobs.packed
 
 
 def test_resumed_run_repeats_the_uninterrupted_one_with_the_vllm_engine(tmp_path: Path) -> None:

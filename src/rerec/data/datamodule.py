@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -32,9 +33,37 @@ from rerec.data.tasks import RecTask, build_candidate_tasks, build_open_tasks
 log = logging.getLogger("rerec.data")
 
 
-def collate_tasks(batch: list[RecTask]) -> list[RecTask]:
-    """Batches stay lists of tasks: prompts are tokenised (once) by the policy module."""
-    return list(batch)
+class TaskBatch:
+    """A batch of tasks: iterable, indexable and sized like a list, but no ``list``, ``Sequence`` or
+    dataclass, so Lightning leaves it alone. Its ``bf16-true``/``16-true`` precision plugins cast every
+    batch with ``apply_to_collection``, which rebuilds each dataclass field by field and refuses a frozen
+    one (``RecTask``): with a plain list the first training step failed. A batch holds no tensor to cast.
+    """
+
+    __slots__ = ("tasks",)
+
+    def __init__(self, tasks: Iterable[RecTask]) -> None:
+        self.tasks = list(tasks)
+
+    def __iter__(self) -> Iterator[RecTask]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.tasks[index]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (TaskBatch, list)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"TaskBatch({self.tasks!r})"
+
+
+def collate_tasks(batch: list[RecTask]) -> TaskBatch:
+    """Batches stay tasks (a :class:`TaskBatch`): prompts are tokenised (once) by the policy module."""
+    return TaskBatch(batch)
 
 
 class RecDataModule(CurriculumDataModuleMixin, L.LightningDataModule):

@@ -65,7 +65,7 @@ def _rows(batch: UpdateBatch, rows: Tensor) -> UpdateBatch:
     )
     pick = (lambda t: None if t is None else t[rows])
     return UpdateBatch(sub, batch.advantages[rows], batch.loss_mask[rows], pick(batch.old_logps),
-                       pick(batch.ref_logps), pick(batch.engine_logps))
+                       pick(batch.ref_logps), pick(batch.engine_logps), pick(batch.sampling_logps))
 
 
 def _pad_cols(t: Tensor, width: int, value: float | int | bool, left: bool = False) -> Tensor:
@@ -109,7 +109,7 @@ def merge_update_batches(parts: list[UpdateBatch], pad_id: int) -> UpdateBatch:
     )
     return UpdateBatch(ro, cat(lambda b: b.advantages, 0.0), cat(lambda b: b.loss_mask, False),
                        cat(lambda b: b.old_logps, 0.0), cat(lambda b: b.ref_logps, 0.0),
-                       cat(lambda b: b.engine_logps, 0.0))
+                       cat(lambda b: b.engine_logps, 0.0), cat(lambda b: b.sampling_logps, 0.0))
 
 
 class DynamicSampler:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 
 from rerec.rl.rollout import GenerationConfig, Rollouts, generate
+from rerec.rl.torch_context import neutral_context
 
-__all__ = ["HFGenerateEngine", "RolloutEngine"]
+__all__ = ["HFGenerateEngine", "RolloutEngine", "engine_context"]
 
 
 class RolloutEngine(ABC):
@@ -30,7 +32,18 @@ class RolloutEngine(ABC):
     ``b``); prompts are left-padded and completions start at the same column (``Rollouts``); with
     ``greedy`` the decoding is deterministic. An engine may fill ``Rollouts.logprobs`` with its own
     sampling log-probs; the trainer recomputes the log-probs it optimises either way.
+
+    An engine that runs its own model (vLLM, a server) sets ``neutral_context = True``: the policy module
+    then sets it up and calls it outside Lightning's default device, default dtype and autocast
+    (:func:`~rerec.rl.torch_context.neutral_context`), as in a plain script. An engine that runs the
+    policy itself keeps them (they are the run's precision).
     """
+
+    #: Set up and call this engine in :func:`~rerec.rl.torch_context.neutral_context`.
+    neutral_context: bool = False
+    #: The engine schedules any number of prompts itself (vLLM): the held-out evaluation gives it all
+    #: its queries in one call instead of chunks of ``eval_batch_size`` generated rows.
+    batches_itself: bool = False
 
     def setup(self, policy: torch.nn.Module, tokenizer: Any) -> None:
         """Called once, when the policy and its tokenizer are built (before any generation)."""
@@ -51,6 +64,10 @@ class RolloutEngine(ABC):
     def sync(self, policy: torch.nn.Module) -> None:
         """Called after every optimizer step: make the next generation use ``policy``'s current weights."""
 
+    def sleep(self) -> None:
+        """Called before every policy update: an engine that holds accelerator memory of its own may
+        release it until its next :meth:`generate`."""
+
 
 class HFGenerateEngine(RolloutEngine):
     """Hugging Face ``generate`` on the policy itself: one batched call per rollout batch, KV cache, each
@@ -60,3 +77,8 @@ class HFGenerateEngine(RolloutEngine):
     def generate(self, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
                  num_generations: int | None = None, greedy: bool = False) -> Rollouts:
         return generate(self.policy, self.tokenizer, prompt_ids, config, num_generations, greedy)
+
+
+def engine_context(engine: RolloutEngine) -> AbstractContextManager[None]:
+    """The context ``engine`` is set up and called in: neutral when it runs its own model."""
+    return neutral_context() if getattr(engine, "neutral_context", False) else nullcontext()

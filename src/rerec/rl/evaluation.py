@@ -16,7 +16,7 @@ import torch
 from rerec.data.tasks import RecTask
 from rerec.eval.report import EvalRecord, aggregate, sampled_summary
 from rerec.progress import progress
-from rerec.rl.engines import RolloutEngine
+from rerec.rl.engines import RolloutEngine, engine_context
 from rerec.rl.rewards import RecReward
 from rerec.rl.rollout import GenerationConfig
 
@@ -41,7 +41,7 @@ class Evaluator:
         prompt_ids: Query id → prompt token ids.
         generation: Rollout sampling settings (the sampled evaluation uses them).
         max_new_tokens: Completion budget of evaluation; ``None``: the rollout budget.
-        batch_size: Generated rows per engine call.
+        batch_size: Generated rows per engine call (ignored by an engine that ``batches_itself``).
         k: Cut-off of the per-type metrics.
         attributes: Item facts, for the condition-satisfaction metric.
         seed: Seed of the sampled evaluation's own random stream.
@@ -79,8 +79,9 @@ class Evaluator:
         task's records contiguous.
         """
         n = samples or 1
-        ro = self.engine.generate([self.prompt_ids[t.query_id] for t in tasks], self.config, num_generations=n,
-                                  greedy=not samples)
+        with engine_context(self.engine):
+            ro = self.engine.generate([self.prompt_ids[t.query_id] for t in tasks], self.config,
+                                      num_generations=n, greedy=not samples)
         rows = [t for t in tasks for _ in range(n)]
         read = self.reward.read(ro.texts, rows)
         return [
@@ -95,8 +96,12 @@ class Evaluator:
         ]
 
     def records(self, tasks: list[RecTask], samples: int = 0) -> list[EvalRecord]:
-        """:meth:`generate_answers` over ``tasks`` in chunks of ``batch_size`` generated rows."""
-        step = max(1, self.batch_size // max(samples, 1))
+        """:meth:`generate_answers` over ``tasks`` in chunks of ``batch_size`` generated rows (all at once
+        for an engine that schedules its own batches)."""
+        if getattr(self.engine, "batches_itself", False):
+            step = max(len(tasks), 1)
+        else:
+            step = max(1, self.batch_size // max(samples, 1))
         out: list[EvalRecord] = []
         desc = f"held-out answers ({samples} sampled each)" if samples else "held-out answers (greedy)"
         for start in progress(range(0, len(tasks), step), desc=desc, unit="batch"):

@@ -33,10 +33,11 @@ from rerec.rl.checkpointing import check_finite_checkpoint, check_policy_state, 
 from rerec.rl.completion_rows import completion_rows
 from rerec.rl.distributed import gather_objects, reduce_metrics, unique_by
 from rerec.rl.dynamic_sampling import DynamicSampler, DynamicSamplingConfig
-from rerec.rl.engines import HFGenerateEngine, RolloutEngine
+from rerec.rl.engines import HFGenerateEngine, RolloutEngine, engine_context
 from rerec.rl.evaluation import Evaluator, accuracy_summary, headline, headline_line
 from rerec.rl.interrupt import GracefulStop
 from rerec.rl.loss import PolicyLossConfig, loss_token_mask, zero_variance_groups
+from rerec.rl.packed_logprobs import supports_packed_groups
 from rerec.rl.peak_memory import peak_memory
 from rerec.rl.policy_builder import TINY, build_policy
 from rerec.rl.policy_loading import ModelConfig, reference_policy
@@ -48,12 +49,14 @@ from rerec.rl.rollout import GenerationConfig, Rollouts
 from rerec.rl.run_report import RunReport, log_completions_table
 from rerec.rl.run_stats import RunStats
 from rerec.rl.tiny_model import TinyModelConfig
+from rerec.rl.torch_context import default_dtype
 from rerec.rl.update import (
     BatchSplit,
     CompletionLogProbs,
     NonFiniteGuard,
     NonFiniteTrainingError,
     UpdateBatch,
+    dropout_active,
     update_policy,
 )
 from rerec.rl.warm_start import WarmStartConfig
@@ -76,6 +79,19 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 0
+
+
+def completion_logprobs_for(policy: torch.nn.Module, generation: GenerationConfig, split: BatchSplit,
+                            logits_chunk_size: int | None) -> CompletionLogProbs:
+    """How the update computes log-probs: each group's prompt once (G > 1) through the KV cache, or,
+    with gradient checkpointing (which turns the cache off), by packing the group into one sequence;
+    every row on its own only where neither works (checkpointing with flash attention)."""
+    G = generation.num_generations
+    checkpointed = bool(getattr(policy, "is_activation_checkpointing", None)  # transformers >= 5.2x name
+                        or getattr(policy, "is_gradient_checkpointing", False))
+    packed = G > 1 and checkpointed and supports_packed_groups(policy)
+    unit = G if G > 1 and (packed or not checkpointed) else 1
+    return CompletionLogProbs(unit, split.micro_batch_size, generation.temperature, logits_chunk_size, packed)
 
 
 def resolve_reference(model: ModelConfig, needs_reference: bool) -> ModelConfig:
@@ -133,7 +149,8 @@ class ReRecPolicy(L.LightningModule):
             at once). With a large vocabulary and long completions the ``(rows, T, V)`` float32 logits of a
             micro-batch and their gradient are most of the update's peak memory; a chunk of e.g. 64 keeps
             ``(rows, 64, V)`` and recomputes each chunk's logits in the backward (one more LM-head pass).
-            Applies where each group's prompt is shared (no gradient checkpointing).
+            Applies where each group's prompt is shared: always with G > 1, except with gradient
+            checkpointing on a flash-attention model.
         max_grad_norm: Gradient clipping by global norm (0 = off).
         log_completions_every_n_steps: Every N steps, log a table of sample completions with their
             rewards and what was read from them (always ``completions.jsonl`` in the run folder; also
@@ -151,6 +168,11 @@ class ReRecPolicy(L.LightningModule):
             ``train/skipped_steps`` and in ``summary.json``); this many skips in a row stop the run with
             an error. A checkpoint is never written with non-finite weights, and a non-finite reward
             stops the run naming the component and the query.
+
+    Precision (``trainer.precision``): the trainable weights, their gradients and AdamW's states stay
+    float32 under every setting; ``bf16-true`` / ``16-true`` cast only the frozen weights (the base of
+    LoRA/QLoRA, a kept reference), so with full fine-tuning they save no weight memory (use
+    ``bf16-mixed`` there). The rewards, advantages and loss are computed in float32 either way.
 
     Reliability (docs/reliability.md): SIGTERM or SIGINT finishes the current step, writes a resumable
     checkpoint (``last.ckpt``) and ``summary.json`` marked ``interrupted``, and exits with 143 / 130; a
@@ -250,9 +272,16 @@ class ReRecPolicy(L.LightningModule):
         self._data = data
 
     def configure_model(self) -> None:
-        """Build tokenizer, policy (+ warm start), engine, reward and evaluator once, after data setup."""
+        """Build tokenizer, policy (+ warm start), engine, reward and evaluator once, after data setup.
+
+        Built in the default dtype float32 whatever the precision (``bf16-true`` makes it bf16 here): the
+        policy takes the dtypes its :class:`ModelConfig` asks for, and Lightning casts it afterwards."""
         if self.policy is not None:
             return
+        with default_dtype(torch.float32):
+            self._build()
+
+    def _build(self) -> None:
         data = self.data
         built = build_policy(self.model_config, self.tiny, self.warm_start_config, data)
         self.policy, self.tokenizer, self.prompt_ids = built.policy, built.tokenizer, built.prompt_ids
@@ -266,15 +295,12 @@ class ReRecPolicy(L.LightningModule):
             component.setup(data, scorer)
         self.reward = RecReward.for_data(self.reward_config, data, self.reward_funcs)
         self.advantage.setup(data)
-        self.engine.setup(self.policy, self.tokenizer)
-        G = self.generation.num_generations
-        # With gradient checkpointing Hugging Face turns the KV cache off, which the shared forward needs.
-        unit = G if G > 1 and not getattr(self.policy, "is_gradient_checkpointing", False) else 1
-        self.logprobs = CompletionLogProbs(unit, self.split.micro_batch_size, self.generation.temperature,
-                                           self.logits_chunk_size)
+        with engine_context(self.engine):
+            self.engine.setup(self.policy, self.tokenizer)
+        self.logprobs = completion_logprobs_for(self.policy, self.generation, self.split, self.logits_chunk_size)
         if self.dynamic_sampling.enabled:
-            self.dynamic_sampler = DynamicSampler(self.dynamic_sampling, G, self.tokenizer.pad_token_id,
-                                                  self._min_over_ranks)
+            self.dynamic_sampler = DynamicSampler(self.dynamic_sampling, self.generation.num_generations,
+                                                  self.tokenizer.pad_token_id, self._min_over_ranks)
         self.evaluator = Evaluator(
             self.engine, self.reward, self.prompt_ids, self.generation, self.eval_max_new_tokens,
             data.eval_batch_size, self.reward_config.k, data.attributes, self.eval_seed,
@@ -282,6 +308,21 @@ class ReRecPolicy(L.LightningModule):
         )
 
     # ================================================================== optimisation
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Follow device moves, but keep trainable float32 weights (and their gradients) in float32 when
+        the module is cast to bf16/fp16: ``precision: bf16-true`` casts the whole module before the
+        optimizer is built, and a bf16 LoRA weight of |a| ~ 0.01 has a spacing of 6e-5, so AdamW steps
+        of ~lr = 2e-5 round to no change. Frozen weights (the base, the reference) are cast."""
+        keep = {id(t) for p in self.parameters() if p.requires_grad for t in (p, p.grad) if t is not None}
+
+        def cast(tensor: torch.Tensor) -> torch.Tensor:
+            moved = fn(tensor)
+            if id(tensor) in keep and tensor.dtype == torch.float32 and moved.dtype in (torch.bfloat16, torch.float16):
+                return tensor.to(moved.device)
+            return moved
+
+        return super()._apply(cast, recurse)
+
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=self.optim.betas)
@@ -294,12 +335,19 @@ class ReRecPolicy(L.LightningModule):
         return batch
 
     def training_step(self, batch: list[RecTask], batch_idx: int) -> dict[str, GroupStats]:
+        # bf16-true makes bf16 the default dtype of the step: rewards, advantages and loss sums made
+        # without a dtype would be bf16 (3 significant digits). The policy's own dtypes are unaffected.
+        with default_dtype(torch.float32):
+            return self._rl_step(batch)
+
+    def _rl_step(self, batch: list[RecTask]) -> dict[str, GroupStats]:
         G = self.generation.num_generations
         if self._step_rng is not None:  # continue the stream of the previous step (or of the checkpoint)
             restore_rng_state(self._step_rng)
         t0 = time.perf_counter()
         try:
-            ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
+            with engine_context(self.engine):
+                ro = self.engine.generate([self.prompt_ids[t.query_id] for t in batch], self.generation)
         except RuntimeError as error:  # e.g. "probability tensor contains either `inf`, `nan` or element < 0"
             if not re.search(r"\b(inf|nan)\b", str(error)):
                 raise
@@ -307,6 +355,8 @@ class ReRecPolicy(L.LightningModule):
                 f"RL step {self.stats.rl_steps + 1}: sampling the rollouts failed ({error}): the policy's outputs "
                 "are not finite although its weights are; the last optimizer steps made it diverge: lower optim.lr"
             ) from error
+        with engine_context(self.engine):
+            self.engine.sleep()  # e.g. vLLM frees its KV cache and offloads its weights for the update
         t1 = time.perf_counter()
 
         scored = self.reward(ro.texts, [t for t in batch for _ in range(G)], self.device,
@@ -329,7 +379,8 @@ class ReRecPolicy(L.LightningModule):
         group_std = scored.total.view(-1, G).std(dim=1, unbiased=False)
         group_stats = {GROUP_STATS_KEY: GroupStats([t.query_id for t in batch], scored.ndcg.view(-1, G).mean(dim=1),
                                                    group_std)}
-        update_batch = UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs)
+        update_batch = UpdateBatch(ro, adv.advantages.to(self.device), loss_mask, old_logps, ref_logps, ro.logprobs,
+                                   self._sampling_logps(ro, old_logps))
         sampling: dict[str, float] = {}
         if self.dynamic_sampler is not None:
             offered = self.dynamic_sampler.offer(update_batch, ~zero_groups, len(batch))
@@ -407,6 +458,18 @@ class ReRecPolicy(L.LightningModule):
             with reference_policy(self.policy) as model:
                 ref = self.logprobs.all(model, ro)
         return old, ref
+
+    def _sampling_logps(self, ro: Rollouts, old_logps: torch.Tensor | None) -> torch.Tensor | None:
+        """The importance weights' trainer log-probs, taken with dropout off, where the on-policy old
+        log-probs would come from the training forward with dropout on (LoRA dropout > 0); else ``None``."""
+        if not (self.loss_config.importance_sampling_correction and ro.logprobs is not None and old_logps is None
+                and dropout_active(self.policy)):
+            return None
+        self.policy.eval()
+        try:
+            return self.logprobs.all(self.policy, ro)
+        finally:
+            self.policy.train()
 
     def _per_token_kl(self, ro: Rollouts, old_logps, ref_logps) -> torch.Tensor | None:
         """``log π_old − log π_ref`` for estimators that put the KL into the reward (REINFORCE++)."""

@@ -170,7 +170,7 @@ def graph_scores(batch: AnswerBatch, scorer: torch.nn.Module) -> dict[str, Tenso
             truths.append(task.truth_ids)
     n, device = len(batch), batch.device
     if not preds:
-        zeros = torch.zeros(n, device=device)
+        zeros = torch.zeros(n, dtype=torch.float32, device=device)
         batch.cache["graph"] = {"qas": zeros, "pas": zeros.clone()}
         return batch.cache["graph"]
     width = max(len(t) for t in truths)
@@ -180,10 +180,11 @@ def graph_scores(batch: AnswerBatch, scorer: torch.nn.Module) -> dict[str, Tenso
     scorer_device = next((b.device for b in scorer.buffers()), torch.device("cpu"))
     scores = scorer(torch.as_tensor(preds, device=scorer_device), truth.to(scorer_device))
     index = torch.as_tensor(rows, device=device)
-    count = torch.zeros(n, device=device).index_add_(0, index, torch.ones(len(rows), device=device))
+    count = torch.zeros(n, dtype=torch.float32, device=device).index_add_(
+        0, index, torch.ones(len(rows), dtype=torch.float32, device=device))
     out = {}
     for name in ("qas", "pas"):
-        summed = torch.zeros(n, device=device).index_add_(0, index, scores[name].to(device).float())
+        summed = torch.zeros(n, dtype=torch.float32, device=device).index_add_(0, index, scores[name].to(device).float())
         out[name] = summed / count.clamp(min=1)
     batch.cache["graph"] = out
     return out

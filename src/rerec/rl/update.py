@@ -21,9 +21,13 @@ from torch import Tensor, nn
 from rerec.rl.importance_sampling import ImportanceStats, importance_weights
 from rerec.rl.logprobs import completion_logprobs, grouped_completion_logprobs
 from rerec.rl.loss import PolicyLossConfig, PolicyLossOutput, loss_normalizer, policy_loss
+from rerec.rl.packed_logprobs import packed_completion_logprobs
 from rerec.rl.rollout import Rollouts
 
-__all__ = ["BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "update_policy"]
+__all__ = [
+    "BatchSplit", "CompletionLogProbs", "NonFiniteGuard", "NonFiniteTrainingError", "UpdateBatch", "dropout_active",
+    "update_policy",
+]
 
 log = logging.getLogger("rerec.rl")
 
@@ -68,6 +72,9 @@ class UpdateBatch:
         engine_logps: (N, T) the rollout engine's sampling log-probs; with the loss's
             ``importance_sampling_correction`` each token's loss is weighted by the truncated ratio of
             the old log-probs to these (:mod:`~rerec.rl.importance_sampling`). ``None``: no correction.
+        sampling_logps: (N, T) the trainer's log-probs of the sampled tokens with dropout off, the
+            numerator of that ratio instead of the old log-probs (which, on-policy, come from the
+            training forward, dropout on: its noise would enter the weights). ``None``: the old ones.
     """
 
     rollouts: Rollouts
@@ -76,31 +83,40 @@ class UpdateBatch:
     old_logps: Tensor | None = None
     ref_logps: Tensor | None = None
     engine_logps: Tensor | None = None
+    sampling_logps: Tensor | None = None
 
 
 class CompletionLogProbs:
     """Completion log-probs of rollout rows under a model, in micro-batches of whole groups.
 
     Args:
-        group_size: Rows that share one prompt forward (G), or 1 when the model cannot share it (with
-            gradient checkpointing Hugging Face turns off the KV cache the shared forward needs).
+        group_size: Rows that share one prompt forward (G), or 1 when the model cannot share it.
         micro_batch_size: Rows per forward (rounded down to whole groups, at least one group).
         temperature: The sampling temperature (log-probs are of the tempered distribution).
-        logits_chunk: Completion columns per LM-head call in the shared-prompt path (``None``: all);
+        logits_chunk: Completion columns per LM-head call in the shared-prompt paths (``None``: all);
             see :func:`~rerec.rl.logprobs.grouped_completion_logprobs`.
+        packed: Share the prompt by packing each group into one sequence
+            (:func:`~rerec.rl.packed_logprobs.packed_completion_logprobs`) instead of through the KV
+            cache: what works with gradient checkpointing, which turns the cache off.
     """
 
     def __init__(self, group_size: int, micro_batch_size: int, temperature: float,
-                 logits_chunk: int | None = None) -> None:
+                 logits_chunk: int | None = None, packed: bool = False) -> None:
         self.unit = max(group_size, 1)
         self.micro_rows = max(micro_batch_size // self.unit, 1) * self.unit
         self.temperature = temperature
         self.logits_chunk = logits_chunk
+        self.packed = packed
 
     def rows(self, model: nn.Module, ro: Rollouts, rows: Tensor, with_entropy: bool = False,
              entropy_grad: bool = False):
         """``(logps, entropy or None)`` of ``rows`` (whole groups when grouped) under ``model``; the
         entropy is differentiable with ``entropy_grad``."""
+        if self.unit > 1 and self.packed:
+            return packed_completion_logprobs(
+                model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
+                self.temperature, with_entropy, self.logits_chunk, entropy_grad,
+            )
         if self.unit > 1:
             return grouped_completion_logprobs(
                 model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_length, self.unit,
@@ -179,6 +195,12 @@ class NonFiniteGuard:
         self.consecutive = state.get("consecutive", 0)
         self.skipped = state.get("skipped", 0)
         self.events = list(state.get("events", []))
+
+
+def dropout_active(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` now is random: a dropout module with p > 0 in training mode (LoRA's
+    ``lora_dropout`` among them)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
 
 
 def grad_norm(model: nn.Module) -> Tensor:
@@ -284,7 +306,8 @@ def update_policy(
                 old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
                 weights = None
                 if with_is:
-                    weights, raw = importance_weights(old, batch.engine_logps[rows], mask, cap,
+                    trainer = batch.sampling_logps[rows] if batch.sampling_logps is not None else old
+                    weights, raw = importance_weights(trainer, batch.engine_logps[rows], mask, cap,
                                                       loss_config.importance_sampling_mode)
                     metrics.importance.add(raw, mask, cap)
                 out = policy_loss(

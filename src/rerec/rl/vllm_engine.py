@@ -13,8 +13,9 @@ policy and keeps its weights current without a restart:
 Weights are pushed lazily, before the next generation, so several optimizer steps of one rollout batch
 (mini-batches, μ > 1) cost one push. The engine reports its sampling log-probs (``Rollouts.logprobs``,
 of the tempered distribution) for the trainer's importance-sampling correction
-(:class:`~rerec.rl.loss.PolicyLossConfig`'s ``importance_sampling_*``). Sampling seeds come from
-torch's global generator, so a run resumed from a checkpoint draws the same rollouts.
+(:class:`~rerec.rl.loss.PolicyLossConfig`'s ``importance_sampling_*``). Sampling seeds, one per
+prompt, come from torch's global generator, so a run resumed from a checkpoint draws the same seeds (on
+the CPU backend the same rollouts; GPU kernels are not deterministic).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from rerec.rl.engines import RolloutEngine
 from rerec.rl.rng_state import capture_rng_state, restore_rng_state
 from rerec.rl.rollout import GenerationConfig, Rollouts, left_pad
+from rerec.rl.torch_context import neutral_context
 
 __all__ = ["VLLMEngine"]
 
@@ -73,6 +75,42 @@ def _hidden_unscannable_modules() -> Iterator[None]:
         sys.modules.update(hidden)
 
 
+def _save_dequantized(base: torch.nn.Module, path: Path) -> None:
+    """Save a bitsandbytes 4-bit model as a plain checkpoint: each 4-bit weight dequantized (its NF4
+    values, in the compute dtype), LoRA weights left out, peft's ``.base_layer.`` dropped, no
+    ``quantization_config`` (vLLM 0.28+ cannot load bitsandbytes checkpoints)."""
+    import copy
+
+    import bitsandbytes as bnb
+    from safetensors.torch import save_file
+
+    saved = set(base.state_dict())  # parameters and persistent buffers (and the 4-bit states, skipped)
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in base.named_modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            key = f"{prefix}.{name}" if prefix else name
+            if "lora_" in key or key not in saved:
+                continue
+            if isinstance(module, bnb.nn.Linear4bit) and name == "weight":
+                tensor = bnb.functional.dequantize_4bit(tensor.data, tensor.quant_state)
+            state[key.replace(".base_layer.", ".")] = tensor.detach().to("cpu").contiguous().clone()
+    config = copy.deepcopy(base.config)
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+def vllm_quantization_methods() -> list[str]:
+    """The ``quantization`` values the installed vLLM accepts."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    return list(QUANTIZATION_METHODS)
+
+
 class VLLMEngine(RolloutEngine):
     """vLLM rollout engine (colocated; install the ``vllm`` extra, see the README).
 
@@ -81,21 +119,49 @@ class VLLMEngine(RolloutEngine):
             rest is left to the policy, its optimizer and activations (TRL's ``vllm_gpu_memory_utilization``).
         max_model_len: Longest prompt + completion vLLM must hold; ``null``: the model's maximum. Set it to
             your longest prompt plus ``max_completion_length``: a smaller value leaves more KV cache.
-        enable_sleep_mode: Offload vLLM's weights and free its KV cache while the policy is updated, and
-            bring them back before the next generation (GPU only).
+        enable_sleep_mode: Offload vLLM's weights to CPU memory and free its KV cache while the policy is
+            updated (the policy module calls :meth:`sleep` before each update), and bring them back at the
+            next generation (GPU only). Evaluation does not put vLLM to sleep. Costs two copies of vLLM's
+            weights per step and pinned host memory of their size; needed where vLLM and the update do
+            not fit side by side (a 24 GB card), not where they do (docs/rollout-engines.md).
         enforce_eager: Run vLLM without CUDA graphs (slower decoding, faster start, less memory).
         dtype: Weight and activation dtype of vLLM (``auto``: the model config's; the tiny model is float32).
         seed: vLLM's own seed (per-request sampling seeds are drawn from torch's generator).
-        quantization: vLLM's quantization of the base weights; ``auto``: ``bitsandbytes`` when the policy's
-            base is 4-bit (QLoRA: vLLM quantizes the same weights to the same NF4 values), none otherwise.
+        quantization: vLLM's quantization of the base weights. ``auto``: ``bitsandbytes`` for a 4-bit
+            (QLoRA) policy when the installed vLLM still has it (vLLM <= 0.27), else none. vLLM 0.28+
+            removed bitsandbytes, so with the pinned vLLM 0.32 a QLoRA policy's base is served
+            dequantized: vLLM loads the trainer's NF4 values, saved once in ``dtype`` (about 2 bytes per
+            weight: 5.8 GiB for 3B, in memory and in the temporary folder) and the adapter unmerged, so
+            it samples from the weights the trainer scores. ``fp8_per_channel`` (Ada/Hopper GPUs) or
+            ``int8_per_channel_weight_only`` quantize that copy again, online, to about half (not
+            exercised by the CPU tests). A method the installed vLLM lacks is refused at start, with
+            the list of those it has.
         max_lora_rank: Largest LoRA rank vLLM reserves for; ``null``: the policy adapter's rank.
-        max_num_seqs: Sequences vLLM decodes at once; ``null``: vLLM's default.
+        max_num_seqs: Sequences vLLM decodes at once; ``null``: vLLM's default (a serving default: 1024
+            on large GPUs, 256 elsewhere; it sizes vLLM's profile run and CUDA graphs). Set it to about
+            the rollouts of a step (B·G).
+        max_num_batched_tokens: Tokens vLLM schedules per forward (prefill chunks included); ``null``:
+            vLLM's default (16,384 or 8,192). A smaller value lowers the activation peak vLLM reserves
+            at start (TRL uses 4,096).
         cpu_kvcache_space_gib: KV cache of vLLM's CPU backend in GiB (``VLLM_CPU_KVCACHE_SPACE``); ignored
             on GPU.
         model_path: Folder or hub name vLLM loads the (base) model from; ``null``: the policy's own source,
-            or, for a model built in-process (the tiny model), a copy saved in a temporary folder once.
+            or, for a model built in-process (the tiny model) or a 4-bit base, a copy saved in a
+            temporary folder once (a 4-bit base dequantized).
         return_logprobs: Report the sampling log-probs (needed by the importance-sampling correction).
+        per_prompt_seeds: Give every prompt of a call its own sampling seed, drawn from torch's generator
+            (a resumed run on the same hardware draws the same seeds). vLLM then samples each request
+            with its own generator, one small kernel per request and token (its own comment: "can be
+            slow"); ``false``: no request seeds, vLLM's batched sampler and its own global seed (TRL's
+            way), and rollouts no longer follow torch's seed.
+
+    vLLM is started and called in :func:`~rerec.rl.torch_context.neutral_context` (the policy module does
+    so, and so does the engine itself for scripts): inside Lightning's ``with torch.device("cuda:0")`` its
+    pinned CPU buffers would be created on the GPU and the start-up fail.
     """
+
+    neutral_context = True
+    batches_itself = True
 
     def __init__(
         self,
@@ -105,12 +171,14 @@ class VLLMEngine(RolloutEngine):
         enforce_eager: bool = False,
         dtype: str = "auto",
         seed: int = 0,
-        quantization: Literal["auto", "bitsandbytes", "none"] = "auto",
+        quantization: Literal["auto", "none", "bitsandbytes", "fp8_per_channel", "int8_per_channel_weight_only"] = "auto",
         max_lora_rank: int | None = None,
         max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
         cpu_kvcache_space_gib: int = 1,
         model_path: str | None = None,
         return_logprobs: bool = True,
+        per_prompt_seeds: bool = True,
     ) -> None:
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ValueError(f"VLLMEngine: gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -123,6 +191,8 @@ class VLLMEngine(RolloutEngine):
         self.quantization = quantization
         self.max_lora_rank = max_lora_rank
         self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.per_prompt_seeds = per_prompt_seeds
         self.cpu_kvcache_space_gib = cpu_kvcache_space_gib
         self.model_path = model_path
         self.return_logprobs = return_logprobs
@@ -140,7 +210,6 @@ class VLLMEngine(RolloutEngine):
         base = policy.get_base_model() if self.is_lora else policy
         self._tmp = Path(tempfile.mkdtemp(prefix="rerec-vllm-"))
         weakref.finalize(self, shutil.rmtree, str(self._tmp), True)  # also at exit, if close() is never called
-        source = self._model_source(base)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine core runs in this process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gib))
         rng = capture_rng_state()  # importing and starting vLLM reseeds the global generators
@@ -161,12 +230,15 @@ class VLLMEngine(RolloutEngine):
         quantization = self._quantization(base)
         if quantization is not None:
             kwargs.update(quantization=quantization)
+        source = self._model_source(base, quantization)
         if self.max_num_seqs is not None:
             kwargs.update(max_num_seqs=self.max_num_seqs)
+        if self.max_num_batched_tokens is not None:
+            kwargs.update(max_num_batched_tokens=self.max_num_batched_tokens)
         revision = getattr(base.config, "_commit_hash", None)  # the snapshot the trainer loaded
         if revision and not Path(source).is_dir():
             kwargs.update(revision=revision)
-        with _hidden_unscannable_modules():
+        with neutral_context(), _hidden_unscannable_modules():
             self.llm = LLM(
                 model=source, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
                 gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
@@ -178,27 +250,46 @@ class VLLMEngine(RolloutEngine):
         self._stale = True  # full: the in-process weights (warm start) may differ from the source's
         log.info("vLLM engine ready (%s, %s)", source, "LoRA adapter" if self.is_lora else "full weights")
 
-    def _model_source(self, base: torch.nn.Module) -> str:
-        """Where vLLM loads the base from: ``model_path``, the policy's hub name or folder, or, for a model
-        built in-process (the tiny model: no source to load from), a copy saved once."""
+    def _model_source(self, base: torch.nn.Module, quantization: str | None) -> str:
+        """Where vLLM loads the base from: ``model_path``; for a 4-bit base served unquantized, a copy of its
+        dequantized weights saved once; else the policy's hub name or folder, or, for a model built
+        in-process (the tiny model: no source to load from), a copy saved once."""
+        from rerec.rl.policy_loading import is_4bit
+
         if self.model_path:
             return self.model_path
+        path = self._tmp / "base"
+        if is_4bit(base) and quantization is None:
+            _save_dequantized(base, path)  # the trainer's NF4 values, not the source's full-precision ones
+            return str(path)
         name = str(getattr(base.config, "_name_or_path", "") or "")
         if name and name != "tiny":
             return name
-        path = self._tmp / "base"
         state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
         base.save_pretrained(path, state_dict=state, safe_serialization=True)
         return str(path)
 
     def _quantization(self, base: torch.nn.Module) -> str | None:
+        """The ``quantization`` vLLM is started with (``None``: its ``dtype``); never one it lacks."""
         if self.quantization == "none":
             return None
-        if self.quantization == "bitsandbytes":
-            return "bitsandbytes"
+        available = vllm_quantization_methods()
+        if self.quantization != "auto":
+            if self.quantization not in available:
+                raise ValueError(
+                    f"VLLMEngine: quantization {self.quantization!r} is not in this vLLM's methods "
+                    f"({', '.join(available)}); set quantization: auto or none"
+                )
+            return self.quantization
         from rerec.rl.policy_loading import is_4bit
 
-        return "bitsandbytes" if is_4bit(base) else None
+        if not is_4bit(base):
+            return None
+        if "bitsandbytes" in available:
+            return "bitsandbytes"
+        log.info("the policy's base is 4-bit and this vLLM has no bitsandbytes quantization (removed in "
+                 "vLLM 0.28): vLLM serves the base's dequantized NF4 values in dtype %s", self.dtype)
+        return None
 
     # ------------------------------------------------------------------ weights
     def sync(self, policy: torch.nn.Module) -> None:
@@ -208,11 +299,12 @@ class VLLMEngine(RolloutEngine):
     def refresh(self) -> None:
         """Wake vLLM if it sleeps and give it the policy's current weights if they moved (done by
         :meth:`generate`; public so that a benchmark can time it apart)."""
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
-        if self._stale:
-            self._push()
+        with neutral_context():
+            if self._asleep:
+                self.llm.wake_up()
+                self._asleep = False
+            if self._stale:
+                self._push()
 
     def _push(self) -> None:
         if self.is_lora:
@@ -250,7 +342,7 @@ class VLLMEngine(RolloutEngine):
         g = num_generations or (1 if greedy else config.num_generations)
         eos = self.tokenizer.eos_token_id
         stop = [eos] if isinstance(eos, int) else list(eos)
-        params = SamplingParams(
+        common = dict(
             n=g,
             temperature=0.0 if greedy else config.temperature,
             top_p=1.0 if greedy else config.top_p,
@@ -259,16 +351,30 @@ class VLLMEngine(RolloutEngine):
             logprobs=0 if self.return_logprobs else None,
             stop_token_ids=stop,
             detokenize=False,
-            seed=int(torch.randint(0, 2**31 - 1, ())),  # child sample i uses seed + i
         )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
-            lora_request=self._lora_request, use_tqdm=False,
-        )
-        if self.enable_sleep_mode:
-            self.llm.sleep(level=1)
-            self._asleep = True
+        # One draw from torch's generator per call (a resumed run draws the same). Prompt b gets seed
+        # base + b·g and vLLM gives its child i seed + i: every sample of the call has its own noise
+        # stream (one seed for all prompts made child i of every prompt share one; identical prompts
+        # gave identical groups).
+        base = int(torch.randint(0, 2**31 - 1 - len(prompt_ids) * g, ()))
+        if self.per_prompt_seeds:
+            params: Any = [SamplingParams(**common, seed=base + b * g) for b in range(len(prompt_ids))]
+        else:
+            params = SamplingParams(**common)
+        with neutral_context():
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
+                lora_request=self._lora_request, use_tqdm=False,
+            )
         return self._rollouts(prompt_ids, outputs, g)
+
+    def sleep(self) -> None:
+        """With ``enable_sleep_mode``: offload vLLM's weights and free its KV cache until the next
+        :meth:`generate` (the policy module calls this before each update)."""
+        if self.enable_sleep_mode and self.llm is not None and not self._asleep:
+            with neutral_context():
+                self.llm.sleep(level=1)
+            self._asleep = True
 
     def _rollouts(self, prompt_ids: Sequence[Sequence[int]], outputs: list[Any], g: int) -> Rollouts:
         """Rows grouped per prompt, prompts left-padded, completions right-padded (``Rollouts``)."""

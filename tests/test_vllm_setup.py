@@ -169,7 +169,8 @@ def test_held_out_evaluation_gives_vllm_all_its_queries_in_one_call(fake_vllm) -
     tasks = [SimpleNamespace(query_id=f"q{i}", query_type="explicit", answer_ids=(1,), candidate_ids=(1, 2),
                              query=SimpleNamespace(conditions=())) for i in range(64)]
     reward = SimpleNamespace(read=lambda texts, rows: SimpleNamespace(
-        parsed=[None] * len(texts), predicted_ids=[[]] * len(texts), match_kinds=[[]] * len(texts)))
+        parsed=[None] * len(texts), predicted_ids=[[]] * len(texts), match_kinds=[[]] * len(texts),
+        as_asked=[False] * len(texts)))
     evaluator = Evaluator(engine, reward, {t.query_id: [5, 6] for t in tasks}, CONFIG, None, 32, 1, {}, 0,
                           device=lambda: torch.device("cpu"))
     records = evaluator.records(tasks)

@@ -14,7 +14,10 @@ seconds), and the CLI itself is imported on first use.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rerec.lightning_cli import ReRecCLI
 
 HELP = """\
 usage: rerec [-h] [-c CONFIG] {fit,validate,test,predict} ...
@@ -36,23 +39,26 @@ Every sub-command's options: rerec fit --help. A recipe: rerec fit --config conf
 """
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI (``args`` defaults to ``sys.argv[1:]``); ``--help`` alone prints the sub-commands
-    without importing Lightning.
-
-    Returns ``None``, so the ``rerec`` console script (which exits with whatever its entry point
-    returns) exits 0 after a run; a failed run raises. :func:`rerec.lightning_cli.run_cli` returns the
-    ``LightningCLI`` object for programmatic use.
-    """
+def main(args: list[str] | None = None) -> "ReRecCLI | None":
+    """Run the CLI (``args`` defaults to ``sys.argv[1:]``) and return the ``LightningCLI`` object (for
+    programmatic use); ``--help`` alone prints the sub-commands without importing Lightning."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv in (["-h"], ["--help"]):
         print(HELP, end="")
         if args is None:
             raise SystemExit(0)
-        return
+        return None
     from rerec.lightning_cli import run_cli
 
-    run_cli(args)
+    return run_cli(args)
+
+
+def console_main() -> int:
+    """The ``rerec`` console script: :func:`main` on ``sys.argv``, exit status 0 after a run (a failed run
+    raises). The generated script exits with what its entry point returns, so it must not be the CLI
+    object, which ``sys.exit`` would print and turn into status 1."""
+    main()
+    return 0
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,8 @@ class RunSettings:
     mode: str = "full"                # full | lora
     logits_chunk: int | None = None   # ReRec's logits_chunk_size (TRL has its own chunked kernel)
     gradient_checkpointing: bool = False  # on both sides when set
+    packed_groups: bool = False       # ReRec with checkpointing: each group packed into one sequence (as
+                                      # ReRecPolicy does); False: every row alone (ReRec before packing)
     lora_dropout: float = 0.05
     steps: int = 6
     threads: int = 1

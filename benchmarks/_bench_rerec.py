@@ -24,6 +24,7 @@ def main(settings_path: str) -> None:
     from rerec.rl.advantages import AdvantageInputs, GRPOAdvantage
     from rerec.rl.engines import HFGenerateEngine
     from rerec.rl.loss import PolicyLossConfig
+    from rerec.rl.module import completion_logprobs_for
     from rerec.rl.peak_memory import peak_memory
     from rerec.rl.policy_loading import LoraConfigSpec, ModelConfig, load_policy, reference_policy
     from rerec.rl.rollout import GenerationConfig
@@ -42,10 +43,11 @@ def main(settings_path: str) -> None:
     engine = HFGenerateEngine()
     engine.setup(policy, tokenizer)
     gen = GenerationConfig(num_generations=G, temperature=s.temperature, max_completion_length=s.max_completion_length)
-    # As ReRecPolicy.setup: gradient checkpointing turns the KV cache off, which the shared forward needs.
-    unit = G if G > 1 and not getattr(policy, "is_gradient_checkpointing", False) else 1
-    logprobs = CompletionLogProbs(unit, s.micro_batch_size, s.temperature, s.logits_chunk)
     split = BatchSplit(s.num_iterations, None, s.micro_batch_size)
+    if s.packed_groups or not s.gradient_checkpointing:  # as ReRecPolicy.setup chooses
+        logprobs = completion_logprobs_for(policy, gen, split, s.logits_chunk)
+    else:  # checkpointing turns the KV cache off, and without packing every row is scored alone
+        logprobs = CompletionLogProbs(1, s.micro_batch_size, s.temperature, s.logits_chunk)
     loss_cfg = PolicyLossConfig(epsilon=0.2, beta=s.beta, loss_type="token_mean")
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.learning_rate, betas=(0.9, 0.99), weight_decay=0.0)

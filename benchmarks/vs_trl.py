@@ -69,6 +69,7 @@ class BenchConfig:
     temperature: float = 1.0
     logits_chunk: int | None = None
     gradient_checkpointing: bool = False
+    packed_groups: bool = False
     lora_dropout: float = 0.05
     real_model: str | None = None   # a pretrained model folder (``--real-model``) instead of ``model``
     release: str | None = None      # its prompts: the recipe's queries of this RecBench+ release
@@ -102,7 +103,8 @@ def real_configs(model_dir: str, release: str) -> list[BenchConfig]:
     """A pretrained chat model on the real-model recipe's prompts (B=4 × G=4, 96-token completions, LoRA,
     β=0.02): first as ReRec's defaults had it (gradient checkpointing on, all logits at once, one
     micro-batch), then as the recipe sets it (checkpointing off, 32-column LM-head chunks, micro-batches of
-    8, no LoRA dropout). Each row runs TRL with the same settings."""
+    8, no LoRA dropout), then the recipe with checkpointing on, each group packed into one sequence. Each
+    row runs TRL with the same settings."""
     name = Path(model_dir).name
     prompts = PromptSpec(num_prompts=4)
     common = dict(prompts=prompts, num_generations=4, max_completion_length=96, mode="lora", beta=0.02,
@@ -112,6 +114,9 @@ def real_configs(model_dir: str, release: str) -> list[BenchConfig]:
                     gradient_checkpointing=True, **common),
         BenchConfig(f"{name}, recipe (checkpointing off, micro 8, chunk 32)", TINY, micro_batch_size=8,
                     logits_chunk=32, lora_dropout=0.0, **common),
+        BenchConfig(f"{name}, recipe with checkpointing (packed groups, micro 16, chunk 32)", TINY,
+                    micro_batch_size=16, logits_chunk=32, lora_dropout=0.0, gradient_checkpointing=True,
+                    packed_groups=True, **common),
     ]
 
 
@@ -160,6 +165,7 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
         prompts = render_prompts(titles, config.prompts)
     settings = RunSettings(
         model_dir=str(model_dir), prompts=prompts, gradient_checkpointing=config.gradient_checkpointing,
+        packed_groups=config.packed_groups,
         lora_dropout=config.lora_dropout,
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         micro_batch_size=config.micro_batch_size, temperature=config.temperature,
@@ -193,6 +199,7 @@ def compare(config: BenchConfig, titles: list[tuple[str, str]], work: Path, repe
                      "G": config.num_generations, "T": config.max_completion_length,
                      "micro_batch_size": config.micro_batch_size, "candidates": config.prompts.num_candidates,
                      "rerec_logits_chunk": config.logits_chunk, "gradient_checkpointing": config.gradient_checkpointing,
+                     "packed_groups": config.packed_groups,
                      "lora_dropout": config.lora_dropout, "real_model": config.real_model,
                      "prompt_tokens": {"min": min(prompt_tokens), "max": max(prompt_tokens)},
                      "repeats": repeats, "steps": steps, "timed_from_step": FIRST_TIMED_STEP, "threads": threads},

@@ -216,6 +216,22 @@ def completion_logprobs(
     return logps, entropy
 
 
+def group_prompts(input_ids: Tensor, attention_mask: Tensor, prompt_length: int, group_size: int,
+                  caller: str) -> tuple[Tensor, Tensor]:
+    """Each group's prompt block, ``(ids, mask)`` of shape ``(N / G, P)``, after checking that the rows
+    are whole groups of ``group_size`` sharing their prompt and that ``prompt_length`` leaves a
+    completion (errors name ``caller``)."""
+    n_rows, length = input_ids.shape
+    if group_size < 1 or n_rows % group_size:
+        raise ValueError(f"{caller}: {n_rows} rows are not groups of {group_size}")
+    if not 1 <= prompt_length < length:
+        raise ValueError(f"{caller}: prompt_length={prompt_length} outside [1, {length})")
+    prompt_ids = input_ids[::group_size, :prompt_length]
+    if not torch.equal(input_ids[:, :prompt_length], prompt_ids.repeat_interleave(group_size, 0)):
+        raise ValueError(f"{caller}: rows of a group do not share their prompt")
+    return prompt_ids, attention_mask[::group_size, :prompt_length]
+
+
 def grouped_completion_logprobs(
     model: nn.Module,
     input_ids: Tensor,
@@ -250,15 +266,8 @@ def grouped_completion_logprobs(
             columns at once. Needs a model with ``get_decoder()`` and ``get_output_embeddings()``
             (Hugging Face causal LMs); others take the unchunked path.
     """
-    n_rows, length = input_ids.shape
-    if group_size < 1 or n_rows % group_size:
-        raise ValueError(f"grouped_completion_logprobs: {n_rows} rows are not groups of {group_size}")
-    if not 1 <= prompt_length < length:
-        raise ValueError(f"grouped_completion_logprobs: prompt_length={prompt_length} outside [1, {length})")
-    prompt_ids = input_ids[::group_size, :prompt_length]
-    prompt_mask = attention_mask[::group_size, :prompt_length]
-    if not torch.equal(input_ids[:, :prompt_length], prompt_ids.repeat_interleave(group_size, 0)):
-        raise ValueError("grouped_completion_logprobs: rows of a group do not share their prompt")
+    prompt_ids, prompt_mask = group_prompts(input_ids, attention_mask, prompt_length, group_size,
+                                            "grouped_completion_logprobs")
     position_ids = position_ids_from_mask(attention_mask)
     out = model(
         input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids[::group_size, :prompt_length],

@@ -21,7 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rerec.rl.logprobs import decoder_and_head, _head_scores, _tempered_scores, position_ids_from_mask
+from rerec.rl.logprobs import (
+    _head_scores, _tempered_scores, decoder_and_head, group_prompts, position_ids_from_mask,
+)
 
 __all__ = ["packed_completion_logprobs", "supports_packed_groups"]
 
@@ -87,19 +89,14 @@ def packed_completion_logprobs(
     :func:`~rerec.rl.logprobs.grouped_completion_logprobs`'. Needs :func:`supports_packed_groups`."""
     n_rows, length = input_ids.shape
     G, P = group_size, prompt_length
-    if G < 1 or n_rows % G:
-        raise ValueError(f"packed_completion_logprobs: {n_rows} rows are not groups of {G}")
-    if not 1 <= P < length:
-        raise ValueError(f"packed_completion_logprobs: prompt_length={P} outside [1, {length})")
+    prompt_ids, prompt_mask = group_prompts(input_ids, attention_mask, P, G, "packed_completion_logprobs")
+    prompt_mask = prompt_mask.bool()
     kind = _MASK_KINDS.get(_attn_implementation(model) or "")
     split = decoder_and_head(model)
     if kind is None or split is None:
         raise ValueError("packed_completion_logprobs: the model needs sdpa or eager attention, a decoder and an LM head")
     decoder, head = split
     groups, T = n_rows // G, length - P
-    prompt_ids, prompt_mask = input_ids[::G, :P], attention_mask[::G, :P].bool()
-    if not torch.equal(input_ids[:, :P], prompt_ids.repeat_interleave(G, 0)):
-        raise ValueError("packed_completion_logprobs: rows of a group do not share their prompt")
     completion = input_ids[:, P:]
     completion_mask = attention_mask[:, P:].bool().reshape(groups, G, T)
     position_ids = position_ids_from_mask(attention_mask)  # each token's position in its own row

@@ -145,10 +145,11 @@ def parse_list_answer(text: str, max_titles: int | None = None) -> list[str] | N
     """
     lines = [line for line in text.splitlines() if line.strip()]
     items = [line for line in lines if _LIST_MARKER_RE.match(line)]
-    if not items:
-        items = [line for line in lines if _TITLE_WITH_YEAR_RE.match(_clean_title(line)) and
-                 _clean_title(line).endswith(")")]
-    titles = [t for t in (_clean_title(line) for line in items) if t]
+    if items:
+        titles = [_clean_title(line) for line in items]
+    else:  # no markers: the lines that are a title ending in its year
+        titles = [t for t in map(_clean_title, lines) if _TITLE_WITH_YEAR_RE.match(t) and t.endswith(")")]
+    titles = [t for t in titles if t]
     if not titles or sum(map(len, titles)) > MAX_ANSWER_CHARS:
         return None
     return titles if max_titles is None else titles[:max_titles]
